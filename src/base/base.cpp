@@ -1,0 +1,217 @@
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "ssm/base.h"
+
+namespace ssm {
+
+void fail(const std::string& where, const std::string& what) {
+  throw Error("[" + where + "] " + what);
+}
+
+size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::f64: case DType::i64: return 8;
+    case DType::f32: case DType::i32: return 4;
+    case DType::f16: case DType::bf16: return 2;
+    case DType::i8: case DType::u8: return 1;
+  }
+  return 0;
+}
+
+const char* dtype_name(DType t) {
+  static const char* n[] = {"f64", "f32", "f16", "bf16", "i64", "i32", "i8", "u8"};
+  return n[int(t)];
+}
+
+const char* dtype_safetensors_name(DType t) {
+  static const char* n[] = {"F64", "F32", "F16", "BF16", "I64", "I32", "I8", "U8"};
+  return n[int(t)];
+}
+
+DType dtype_from_safetensors(const std::string& s) {
+  for (int i = 0; i <= int(DType::u8); ++i)
+    if (s == dtype_safetensors_name(DType(i))) return DType(i);
+  fail("dtype", "unknown or unsupported dtype '" + s + "' (supported: F64 F32 F16 BF16 I64 I32 I8 U8)");
+}
+
+bool dtype_is_float(DType t) { return t == DType::f64 || t == DType::f32 || t == DType::f16 || t == DType::bf16; }
+
+const char* device_name(Device d) { return d == Device::cpu ? "cpu" : "cuda"; }
+
+float f16_to_f32(uint16_t h) {
+  uint32_t sign = uint32_t(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
+  if (exp == 0) {
+    if (man == 0) {
+      u = sign;
+    } else {  // subnormal: renormalise
+      int e = -1;
+      do { ++e; man <<= 1; } while (!(man & 0x400));
+      u = sign | uint32_t(127 - 15 - e) << 23 | (man & 0x3ff) << 13;
+    }
+  } else if (exp == 31) {
+    u = sign | 0x7f800000u | man << 13;
+  } else {
+    u = sign | (exp + 112) << 23 | man << 13;
+  }
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+uint16_t f32_to_f16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  uint32_t sign = (u >> 16) & 0x8000;
+  int32_t exp = int32_t((u >> 23) & 0xff) - 127 + 15;
+  uint32_t man = u & 0x7fffff;
+  if (((u >> 23) & 0xff) == 0xff) return uint16_t(sign | 0x7c00 | (man ? 0x200 : 0));
+  if (exp >= 31) return uint16_t(sign | 0x7c00);
+  if (exp <= 0) {
+    if (exp < -10) return uint16_t(sign);
+    man |= 0x800000;
+    uint32_t shift = uint32_t(14 - exp);
+    uint32_t half = man >> shift, rem = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
+    if (rem > mid || (rem == mid && (half & 1))) ++half;
+    return uint16_t(sign | half);
+  }
+  uint32_t half = sign | uint32_t(exp) << 10 | man >> 13, rem = man & 0x1fff;
+  if (rem > 0x1000 || (rem == 0x1000 && (half & 1))) ++half;  // may carry into the exponent: correct
+  return uint16_t(half);
+}
+
+// ---- thread pool ---------------------------------------------------------------------------------
+namespace {
+int g_threads = 0;
+
+int default_threads() {
+  if (const char* e = std::getenv("SSM_THREADS")) {
+    int n = std::atoi(e);
+    if (n > 0) return n;
+  }
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+// A fixed set of workers that each run one slice of the current job; the caller runs slice 0.
+class Pool {
+ public:
+  void run(int n_slices, const std::function<void(int)>& job) {
+    ensure(n_slices - 1);
+    std::unique_lock<std::mutex> lk(m_);
+    job_ = &job;
+    slices_ = n_slices;
+    pending_ = n_slices - 1;
+    error_ = nullptr;
+    ++generation_;
+    cv_.notify_all();
+    lk.unlock();
+    try {
+      job(0);
+    } catch (...) {
+      std::lock_guard<std::mutex> g(m_);
+      if (!error_) error_ = std::current_exception();
+    }
+    lk.lock();
+    done_.wait(lk, [&] { return pending_ == 0; });
+    job_ = nullptr;
+    if (error_) std::rethrow_exception(error_);
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> g(m_);
+      stop_ = true;
+      cv_.notify_all();
+    }
+    for (auto& t : workers_) t.join();
+  }
+
+ private:
+  void ensure(int n) {
+    while (int(workers_.size()) < n) {
+      int id = int(workers_.size()) + 1;
+      workers_.emplace_back([this, id] { loop(id); });
+    }
+  }
+  void loop(int id) {
+    uint64_t seen = 0;
+    std::unique_lock<std::mutex> lk(m_);
+    for (;;) {
+      cv_.wait(lk, [&] { return stop_ || generation_ != seen; });
+      if (stop_) return;
+      seen = generation_;
+      if (id >= slices_) continue;
+      const auto* job = job_;
+      lk.unlock();
+      try {
+        (*job)(id);
+      } catch (...) {
+        std::lock_guard<std::mutex> g(m_);
+        if (!error_) error_ = std::current_exception();
+      }
+      lk.lock();
+      if (--pending_ == 0) done_.notify_all();
+    }
+  }
+  std::vector<std::thread> workers_;
+  std::mutex m_;
+  std::condition_variable cv_, done_;
+  const std::function<void(int)>* job_ = nullptr;
+  int slices_ = 0, pending_ = 0;
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+  std::exception_ptr error_;
+};
+
+Pool& pool() {
+  static Pool p;
+  return p;
+}
+thread_local bool t_in_parallel = false;
+std::mutex g_pool_mutex;  // one parallel region at a time; nested calls run inline
+}  // namespace
+
+int num_threads() {
+  if (g_threads <= 0) g_threads = default_threads();
+  return g_threads;
+}
+
+void set_num_threads(int n) {
+  SSM_CHECK(n >= 1 && n <= 1024, "threads", "thread count must be in [1, 1024], got " + std::to_string(n));
+  g_threads = n;
+}
+
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(grain, 1);
+  int64_t slices = std::min<int64_t>(num_threads(), (n + grain - 1) / grain);
+  if (slices <= 1 || t_in_parallel) {
+    fn(0, n);
+    return;
+  }
+  std::unique_lock<std::mutex> busy(g_pool_mutex, std::try_to_lock);
+  if (!busy.owns_lock()) {  // another thread is using the pool: run inline
+    fn(0, n);
+    return;
+  }
+  std::function<void(int)> job = [&](int s) {
+    int64_t b = n * s / slices, e = n * (s + 1) / slices;
+    t_in_parallel = true;
+    try {
+      if (b < e) fn(b, e);
+    } catch (...) {
+      t_in_parallel = false;
+      throw;
+    }
+    t_in_parallel = false;
+  };
+  pool().run(int(slices), job);
+}
+
+}  // namespace ssm

@@ -1,0 +1,13 @@
+// Built only without CUDA: the device entry points say plainly that this build has no CUDA.
+#ifndef SSM_HAVE_CUDA
+#include "ssm/base.h"
+
+namespace ssm {
+void* cuda_alloc(size_t) { fail("cuda", "this build of ssm has no CUDA backend (rebuild with nvcc installed)"); }
+void cuda_free(void*) {}
+void cuda_memcpy(void*, const void*, size_t, bool, bool) {
+  fail("cuda", "this build of ssm has no CUDA backend (rebuild with nvcc installed)");
+}
+int cuda_device_count() { return 0; }
+}  // namespace ssm
+#endif

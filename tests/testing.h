@@ -1,0 +1,59 @@
+// Shared test helpers: fixture paths, tolerance checks that print max/mean error.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "ssm/tensor.h"
+
+namespace ssm::testing {
+
+// The read-only ../shared folder beside the repository (SSM_SHARED overrides). Empty if absent.
+inline std::string shared_dir() {
+  if (const char* e = std::getenv("SSM_SHARED")) return e;
+  std::filesystem::path p = std::filesystem::path(SSM_SOURCE_DIR) / ".." / "shared";
+  return std::filesystem::exists(p) ? std::filesystem::canonical(p).string() : std::string();
+}
+
+// Skips the test with a clear message when ../shared (or a file under it) is missing.
+#define SSM_REQUIRE_SHARED(rel)                                                                          \
+  do {                                                                                                   \
+    if (::ssm::testing::shared_dir().empty() ||                                                         \
+        !std::filesystem::exists(::ssm::testing::shared_dir() + "/" + (rel)))                           \
+      GTEST_SKIP() << "needs ../shared/" << (rel) << " (reference fixtures, not part of the repository)"; \
+  } while (0)
+
+inline std::string shared_path(const std::string& rel) { return shared_dir() + "/" + rel; }
+
+struct ErrStats {
+  double max_abs = 0, mean_abs = 0, ref_max = 0;
+};
+
+inline ErrStats compare(const Tensor& got, const Tensor& want) {
+  auto g = got.to_vector_f64(), w = want.to_vector_f64();
+  ErrStats s;
+  for (size_t i = 0; i < g.size() && i < w.size(); ++i) {
+    double e = std::fabs(g[i] - w[i]);
+    if (!(e <= s.max_abs)) s.max_abs = e;  // NaN propagates
+    s.mean_abs += e;
+    s.ref_max = std::max(s.ref_max, std::fabs(w[i]));
+  }
+  if (!g.empty()) s.mean_abs /= double(g.size());
+  return s;
+}
+
+// Passes when max |got - want| <= rtol * max|want| + atol; prints the errors otherwise.
+inline ::testing::AssertionResult AllClose(const Tensor& got, const Tensor& want, double rtol, double atol = 0) {
+  if (got.shape() != want.shape())
+    return ::testing::AssertionFailure() << "shape " << shape_str(got.shape()) << " vs " << shape_str(want.shape());
+  ErrStats s = compare(got, want);
+  double bound = rtol * s.ref_max + atol;
+  if (s.max_abs <= bound) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "max abs err " << s.max_abs << " > bound " << bound << " (mean abs err "
+                                       << s.mean_abs << ", max |ref| " << s.ref_max << ")";
+}
+
+}  // namespace ssm::testing
