@@ -1,0 +1,106 @@
+// Mamba-1 mixer (mamba_ssm `Mamba`, HF `MambaMixer`) and Falcon-Mamba (the same with weightless
+// RMS norms on dt, B and C). docs: shared/docs/reference/mamba.md §1.
+#include "models/model_impl.h"
+#include "ssm/ops.h"
+
+namespace ssm {
+namespace {
+
+struct Mamba1Layer {
+  Tensor in_proj, in_proj_b;   // [2*Di, dm], [2*Di]
+  Tensor conv_w, conv_b;       // [Di, W], [Di]
+  Tensor x_proj;               // [R + 2N, Di]
+  Tensor dt_proj, dt_proj_b;   // [Di, R], [Di]
+  Tensor A_log, D;             // [Di, N], [Di]
+  Tensor out_proj, out_proj_b; // [dm, Di]
+};
+
+class Mamba1Model : public Model {
+ public:
+  Mamba1Model(const ModelConfig& cfg, WeightSource& src, const LoadOptions& opts) : Model(cfg) {
+    ModelLoader::load_common(*this, src, opts);
+    using K = WeightSource::Kind;
+    const auto& c = cfg_;
+    const int64_t Di = c.d_inner, N = c.d_state, R = c.dt_rank, W = c.d_conv;
+    DType md = matrix_dtype(opts);
+    for (int64_t i = 0; i < c.n_layer; ++i) {
+      std::string p = ModelLoader::layer_prefix(c, i) + "mixer.";
+      Mamba1Layer l;
+      auto get = [&](const std::string& n, const Shape& s, DType dt, K k) {
+        Tensor t = src.get(p + n, s, dt, k);
+        ModelLoader::add_param(*this, p + n, t);
+        return t;
+      };
+      l.in_proj = get("in_proj.weight", {2 * Di, c.d_model}, md, K::linear);
+      if (c.proj_bias) l.in_proj_b = get("in_proj.bias", {2 * Di}, DType::f32, K::zeros);
+      l.conv_w = get("conv1d.weight", {Di, W}, DType::f32, K::conv_weight);
+      if (c.conv_bias) l.conv_b = get("conv1d.bias", {Di}, DType::f32, K::conv_bias);
+      l.x_proj = get("x_proj.weight", {R + 2 * N, Di}, md, K::linear);
+      l.dt_proj = get("dt_proj.weight", {Di, R}, DType::f32, K::dt_proj_weight);
+      l.dt_proj_b = get("dt_proj.bias", {Di}, DType::f32, K::dt_bias);
+      l.A_log = get("A_log", {Di, N}, DType::f32, K::a_log_s4d);
+      l.D = get("D", {Di}, DType::f32, K::ones);
+      l.out_proj = get("out_proj.weight", {c.d_model, Di}, md, K::out_proj);
+      if (c.proj_bias) l.out_proj_b = get("out_proj.bias", {c.d_model}, DType::f32, K::zeros);
+      layers_.push_back(l);
+    }
+    if (c.arch == Arch::falcon_mamba) {
+      ones_r_ = Tensor::full({R}, 1.0);
+      ones_n_ = Tensor::full({N}, 1.0);
+    }
+  }
+
+ protected:
+  // state: {conv [B, W-1, Di], ssm [B, Di, N]}
+  Tensor mixer(int64_t li, const Tensor& h, std::vector<Tensor>* st) const override {
+    const auto& c = cfg_;
+    const Mamba1Layer& l = layers_[size_t(li)];
+    const int64_t B = h.size(0), L = h.size(1), Di = c.d_inner, N = c.d_state, R = c.dt_rank;
+    Tensor xz = linear(h, l.in_proj, l.in_proj_b);  // [B, L, 2*Di]
+    Tensor x = xz.slice(2, 0, Di), z = xz.slice(2, Di, 2 * Di);
+    Conv1dOut conv = causal_conv1d(x.contiguous(), l.conv_w, l.conv_b, st ? (*st)[0] : Tensor(), true);
+    Tensor xs = conv.y;                             // [B, L, Di]
+    Tensor x_dbl = linear(xs, l.x_proj);            // [B, L, R + 2N]
+    Tensor dt = x_dbl.slice(2, 0, R), Bm = x_dbl.slice(2, R, R + N), Cm = x_dbl.slice(2, R + N, R + 2 * N);
+    if (c.arch == Arch::falcon_mamba) {
+      dt = rms_norm(dt.contiguous(), ones_r_, c.mixer_rms_eps);
+      Bm = rms_norm(Bm.contiguous(), ones_n_, c.mixer_rms_eps);
+      Cm = rms_norm(Cm.contiguous(), ones_n_, c.mixer_rms_eps);
+    }
+    Tensor delta = linear(dt.contiguous(), l.dt_proj);  // [B, L, Di] (bias added inside the scan)
+    SelectiveScanArgs a;
+    a.u = xs;
+    a.delta = delta;
+    a.A = neg(exp(l.A_log));                              // [Di, N]
+    a.B = Bm.contiguous().view({B, L, 1, N});
+    a.C = Cm.contiguous().view({B, L, 1, N});
+    a.D = l.D;
+    a.z = z.contiguous();
+    a.delta_bias = l.dt_proj_b;
+    a.delta_softplus = true;
+    if (st) a.initial_state = (*st)[1];
+    ScanOut s = selective_scan(a);                        // y [B, L, Di]
+    if (st) {
+      (*st)[0] = conv.final_state.detach();
+      (*st)[1] = s.final_state.detach();
+    }
+    return linear(s.y, l.out_proj, l.out_proj_b);        // [B, L, dm]
+  }
+  size_t mixer_state_count() const override { return 2; }
+  size_t mixer_state_bytes() const override {
+    const auto& c = cfg_;
+    return size_t(c.n_layer) * size_t(c.d_inner) * size_t((c.d_conv - 1) + c.d_state) * sizeof(float);
+  }
+
+ private:
+  std::vector<Mamba1Layer> layers_;
+  Tensor ones_r_, ones_n_;
+};
+
+}  // namespace
+
+std::unique_ptr<Model> make_mamba1(const ModelConfig& cfg, WeightSource& src, const LoadOptions& opts) {
+  return std::make_unique<Mamba1Model>(cfg, src, opts);
+}
+
+}  // namespace ssm

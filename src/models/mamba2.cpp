@@ -1,0 +1,105 @@
+// Mamba-2 mixer (mamba_ssm `Mamba2`, HF `Mamba2Mixer`). docs: shared/docs/reference/mamba.md §3.
+#include <cmath>
+
+#include "models/model_impl.h"
+#include "ssm/ops.h"
+
+namespace ssm {
+namespace {
+
+struct Mamba2Layer {
+  Tensor in_proj, in_proj_b;   // [2*Di + 2*G*N + H, dm]
+  Tensor conv_w, conv_b;       // [Di + 2*G*N, W]
+  Tensor dt_bias, A_log, D;    // [H], [H], [H] or [Di]
+  Tensor norm_w;               // [Di]
+  Tensor out_proj, out_proj_b; // [dm, Di]
+};
+
+class Mamba2Model : public Model {
+ public:
+  Mamba2Model(const ModelConfig& cfg, WeightSource& src, const LoadOptions& opts) : Model(cfg) {
+    ModelLoader::load_common(*this, src, opts);
+    using K = WeightSource::Kind;
+    const auto& c = cfg_;
+    const int64_t Di = c.d_inner, N = c.d_state, G = c.ngroups, H = c.nheads, W = c.d_conv;
+    const int64_t conv_dim = Di + 2 * G * N, d_in_proj = 2 * Di + 2 * G * N + H;
+    DType md = matrix_dtype(opts);
+    for (int64_t i = 0; i < c.n_layer; ++i) {
+      std::string p = ModelLoader::layer_prefix(c, i) + "mixer.";
+      Mamba2Layer l;
+      auto get = [&](const std::string& n, const Shape& s, DType dt, K k) {
+        Tensor t = src.get(p + n, s, dt, k);
+        ModelLoader::add_param(*this, p + n, t);
+        return t;
+      };
+      l.in_proj = get("in_proj.weight", {d_in_proj, c.d_model}, md, K::linear);
+      if (c.proj_bias) l.in_proj_b = get("in_proj.bias", {d_in_proj}, DType::f32, K::zeros);
+      l.conv_w = get("conv1d.weight", {conv_dim, W}, DType::f32, K::conv_weight);
+      if (c.conv_bias) l.conv_b = get("conv1d.bias", {conv_dim}, DType::f32, K::conv_bias);
+      l.dt_bias = get("dt_bias", {H}, DType::f32, K::dt_bias);
+      l.A_log = get("A_log", {H}, DType::f32, K::a_log_heads);
+      l.D = get("D", {c.d_has_hdim ? Di : H}, DType::f32, K::ones);
+      if (c.rms_norm) l.norm_w = get("norm.weight", {Di}, DType::f32, K::ones);
+      l.out_proj = get("out_proj.weight", {c.d_model, Di}, md, K::out_proj);
+      if (c.proj_bias) l.out_proj_b = get("out_proj.bias", {c.d_model}, DType::f32, K::zeros);
+      layers_.push_back(l);
+    }
+  }
+
+ protected:
+  // state: {conv [B, W-1, Di + 2GN], ssm [B, H, P, N]}
+  Tensor mixer(int64_t li, const Tensor& h, std::vector<Tensor>* st) const override {
+    const auto& c = cfg_;
+    const Mamba2Layer& l = layers_[size_t(li)];
+    const int64_t B = h.size(0), L = h.size(1), Di = c.d_inner, N = c.d_state, G = c.ngroups, H = c.nheads,
+                  P = c.headdim;
+    Tensor zxbcdt = linear(h, l.in_proj, l.in_proj_b);  // [B, L, 2Di + 2GN + H]
+    Tensor z = zxbcdt.slice(2, 0, Di);
+    Tensor xBC = zxbcdt.slice(2, Di, 2 * Di + 2 * G * N);
+    Tensor dt = zxbcdt.slice(2, 2 * Di + 2 * G * N, 2 * Di + 2 * G * N + H);  // [B, L, H]
+    Conv1dOut conv = causal_conv1d(xBC.contiguous(), l.conv_w, l.conv_b, st ? (*st)[0] : Tensor(), true);
+    Tensor x = conv.y.slice(2, 0, Di).contiguous().view({B, L, H, P});
+    Tensor Bm = conv.y.slice(2, Di, Di + G * N).contiguous().view({B, L, G, N});
+    Tensor Cm = conv.y.slice(2, Di + G * N, Di + 2 * G * N).contiguous().view({B, L, G, N});
+    Tensor delta = softplus(add(dt.contiguous(), l.dt_bias));  // [B, L, H]
+    if (c.dt_limit_lo > 0 || std::isfinite(c.dt_limit_hi)) delta = clamp(delta, c.dt_limit_lo, c.dt_limit_hi);
+    Tensor A = neg(exp(l.A_log));                               // [H]
+    SSDArgs a;
+    a.x = mul(x, delta.unsqueeze(3));                           // [B, L, H, P]
+    a.A = mul(delta, A);                                        // [B, L, H]
+    a.B = Bm;
+    a.C = Cm;
+    a.chunk_size = c.chunk_size;
+    if (st) a.initial_state = (*st)[1];
+    ScanOut s = ssd_scan(a);                                    // y [B, L, H, P]
+    Tensor Dv = c.d_has_hdim ? l.D.view({H, P}) : l.D.view({H, 1});
+    Tensor y = add(s.y, mul(x, Dv)).view({B, L, Di});
+    if (c.rms_norm)
+      y = gated_rms_norm(y, z.contiguous(), l.norm_w, Di / G, 1e-5, c.norm_before_gate);
+    else
+      y = mul(y, silu(z.contiguous()));
+    if (st) {
+      (*st)[0] = conv.final_state.detach();
+      (*st)[1] = s.final_state.detach();
+    }
+    return linear(y, l.out_proj, l.out_proj_b);  // [B, L, dm]
+  }
+  size_t mixer_state_count() const override { return 2; }
+  size_t mixer_state_bytes() const override {
+    const auto& c = cfg_;
+    size_t conv = size_t(c.d_conv - 1) * size_t(c.d_inner + 2 * c.ngroups * c.d_state);
+    size_t ssm = size_t(c.nheads) * size_t(c.headdim) * size_t(c.d_state);
+    return size_t(c.n_layer) * (conv + ssm) * sizeof(float);
+  }
+
+ private:
+  std::vector<Mamba2Layer> layers_;
+};
+
+}  // namespace
+
+std::unique_ptr<Model> make_mamba2(const ModelConfig& cfg, WeightSource& src, const LoadOptions& opts) {
+  return std::make_unique<Mamba2Model>(cfg, src, opts);
+}
+
+}  // namespace ssm
