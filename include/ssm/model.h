@@ -56,6 +56,8 @@ struct LoadOptions {
   // computes in f32; bf16/f16 keep the checkpoint's half-precision bytes (or convert to them).
   // Small tensors (A_log, D, biases, norms, conv) are always f32.
   DType weight_dtype = DType::f32;
+  // Copy weights out of the read-only file mapping so they can be trained in place.
+  bool writable = false;
 };
 
 class Model {

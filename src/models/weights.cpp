@@ -16,8 +16,8 @@ namespace fs = std::filesystem;
 class CheckpointSource : public WeightSource {
  public:
   CheckpointSource(std::function<bool(const std::string&)> has, std::function<Tensor(const std::string&)> get,
-                   std::string where)
-      : has_(std::move(has)), get_(std::move(get)), where_(std::move(where)) {}
+                   std::string where, bool writable)
+      : has_(std::move(has)), get_(std::move(get)), where_(std::move(where)), writable_(writable) {}
   bool has(const std::string& name) const override { return has_(name); }
   Tensor get(const std::string& name, const Shape& shape, DType dtype, Kind) override {
     SSM_CHECK(has_(name), "model", where_ + ": missing tensor '" + name + "'");
@@ -36,13 +36,15 @@ class CheckpointSource : public WeightSource {
                   " from config.json");
     SSM_CHECK(dtype_is_float(t.dtype()), "model",
               where_ + ": tensor '" + name + "' has dtype " + dtype_name(t.dtype()) + ", expected a float dtype");
-    return t.dtype() == dtype ? t : t.to(dtype);
+    if (t.dtype() != dtype) return t.to(dtype);
+    return writable_ && t.storage()->read_only() ? t.clone() : t;
   }
 
  private:
   std::function<bool(const std::string&)> has_;
   std::function<Tensor(const std::string&)> get_;
   std::string where_;
+  bool writable_;
 };
 
 // Deterministic per-tensor seed so initialisation does not depend on load order.
@@ -116,12 +118,13 @@ class RandomInit : public WeightSource {
 };
 }  // namespace
 
-std::unique_ptr<WeightSource> open_checkpoint(const std::string& dir, const LoadOptions&) {
+std::unique_ptr<WeightSource> open_checkpoint(const std::string& dir, const LoadOptions& opts) {
   fs::path d(dir);
   if (fs::exists(d / "model.safetensors.index.json") || fs::exists(d / "model.safetensors")) {
     auto st = std::make_shared<io::ShardedSafeTensors>(io::ShardedSafeTensors::open(dir));
     return std::make_unique<CheckpointSource>([st](const std::string& n) { return st->has(n); },
-                                              [st](const std::string& n) { return st->get(n); }, st->source());
+                                              [st](const std::string& n) { return st->get(n); }, st->source(),
+                                              opts.writable);
   }
   fail("model", "no weights in '" + dir + "': expected model.safetensors, model.safetensors.index.json or pytorch_model.bin");
 }

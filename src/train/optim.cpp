@@ -1,0 +1,110 @@
+#include <map>
+#include <cmath>
+
+#include "ssm/autograd.h"
+#include "ssm/ops.h"
+#include "ssm/train.h"
+
+namespace ssm::train {
+
+Tensor lm_loss(const Model& model, const Tensor& ids) {
+  SSM_CHECK(ids.defined() && ids.dim() == 2 && ids.size(1) >= 2, "lm_loss",
+            "ids must be [batch, length] with length >= 2");
+  const int64_t B = ids.size(0), L = ids.size(1);
+  Tensor logits = model.forward(ids);  // [B, L, V]
+  Tensor pred = logits.slice(1, 0, L - 1).contiguous().view({B * (L - 1), logits.size(2)});
+  Tensor target = ids.slice(1, 1, L).contiguous().view({B * (L - 1)});
+  return cross_entropy(pred, target.to(DType::i64));
+}
+
+bool no_weight_decay(const std::string& n) {
+  auto ends = [&](const std::string& s) { return n.size() >= s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0; };
+  return ends("A_log") || ends(".D") || ends("dt_bias") || ends("dt_proj.bias") || ends(".bias") ||
+         n.find("norm") != std::string::npos;
+}
+
+AdamW::AdamW(std::vector<std::pair<std::string, Tensor>> params, AdamWConfig cfg)
+    : params_(std::move(params)), cfg_(cfg) {
+  for (auto& [name, p] : params_) {
+    SSM_CHECK(p.dtype() == DType::f32 && p.is_contiguous() && !p.storage()->read_only(), "adamw",
+              "parameter '" + name + "' must be a writable contiguous f32 tensor (load with writable weights)");
+    m_.push_back(Tensor::zeros(p.shape()));
+    v_.push_back(Tensor::zeros(p.shape()));
+  }
+}
+
+void AdamW::step(double lr) {
+  ++t_;
+  const double bc1 = 1 - std::pow(cfg_.beta1, double(t_)), bc2 = 1 - std::pow(cfg_.beta2, double(t_));
+  for (size_t k = 0; k < params_.size(); ++k) {
+    Tensor& p = params_[k].second;
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    g = g.to(DType::f32).contiguous();
+    const float* gp = g.data<float>();
+    float *pp = p.data<float>(), *m = m_[k].data<float>(), *v = v_[k].data<float>();
+    const float b1 = float(cfg_.beta1), b2 = float(cfg_.beta2), eps = float(cfg_.eps);
+    const float wd = no_weight_decay(params_[k].first) ? 0.f : float(lr * cfg_.weight_decay);
+    const float step = float(lr / bc1), inv_sqrt_bc2 = float(1.0 / std::sqrt(bc2));
+    for (int64_t i = 0; i < p.numel(); ++i) {
+      m[i] = b1 * m[i] + (1 - b1) * gp[i];
+      v[i] = b2 * v[i] + (1 - b2) * gp[i] * gp[i];
+      pp[i] -= wd * pp[i];
+      pp[i] -= step * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + eps);
+    }
+  }
+}
+
+void AdamW::zero_grad() {
+  for (auto& [name, p] : params_) p.zero_grad();
+}
+
+std::vector<std::pair<std::string, Tensor>> AdamW::state() const {
+  std::vector<std::pair<std::string, Tensor>> s;
+  for (size_t k = 0; k < params_.size(); ++k) {
+    s.push_back({"m." + params_[k].first, m_[k]});
+    s.push_back({"v." + params_[k].first, v_[k]});
+  }
+  return s;
+}
+
+void AdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& st) {
+  std::map<std::string, Tensor> byname(st.begin(), st.end());
+  for (size_t k = 0; k < params_.size(); ++k) {
+    for (auto [prefix, dst] : {std::pair{"m.", &m_[k]}, std::pair{"v.", &v_[k]}}) {
+      auto it = byname.find(prefix + params_[k].first);
+      SSM_CHECK(it != byname.end(), "adamw", "optimizer state has no '" + prefix + params_[k].first + "'");
+      SSM_CHECK(it->second.shape() == dst->shape(), "adamw",
+                "optimizer state '" + it->first + "' has shape " + shape_str(it->second.shape()) + ", expected " +
+                    shape_str(dst->shape()));
+      dst->copy_(it->second);
+    }
+  }
+}
+
+double clip_grad_norm(const std::vector<std::pair<std::string, Tensor>>& params, double max_norm) {
+  double sq = 0;
+  for (const auto& [name, p] : params) {
+    if (!p.grad().defined()) continue;
+    for (double x : p.grad().to_vector_f64()) sq += x * x;
+  }
+  double norm = std::sqrt(sq);
+  if (max_norm > 0 && norm > max_norm) {
+    autograd::NoGradGuard ng;
+    double s = max_norm / (norm + 1e-6);
+    for (const auto& [name, p] : params) {
+      Tensor t = p;
+      if (t.grad().defined()) t.set_grad(mul_scalar(t.grad(), s));
+    }
+  }
+  return norm;
+}
+
+double cosine_lr(int64_t step, int64_t warmup, int64_t total, double max_lr, double min_lr) {
+  if (warmup > 0 && step < warmup) return max_lr * double(step + 1) / double(warmup);
+  if (step >= total) return min_lr;
+  double progress = double(step - warmup) / double(std::max<int64_t>(1, total - warmup));
+  return min_lr + 0.5 * (max_lr - min_lr) * (1 + std::cos(M_PI * progress));
+}
+
+}  // namespace ssm::train
