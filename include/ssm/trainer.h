@@ -1,0 +1,37 @@
+// ssm.cpp — the training loop behind `ssm train`.
+#pragma once
+#include <string>
+
+#include "ssm/model.h"
+
+namespace ssm::train {
+
+struct TrainConfig {
+  // data
+  std::string data;                 // text file
+  std::string tokenizer = "byte";   // "byte" or a tokenizer.json path
+  double val_fraction = 0.1;        // the last part of the text is held out
+  // model (used when not resuming)
+  ModelConfig model;
+  // optimisation
+  int64_t steps = 1000, batch = 16, seq_len = 256, grad_accum = 1, warmup = 100;
+  double lr = 3e-3, min_lr = 3e-4, weight_decay = 0.1, clip = 1.0, beta2 = 0.95;
+  uint64_t seed = 1234;
+  // evaluation, samples, checkpoints
+  int64_t eval_every = 100, eval_batches = 8, sample_every = 0, ckpt_every = 200, keep_last = 2, log_every = 1;
+  std::string out = "runs/train";
+  bool resume = false;
+};
+
+// Runs training; returns the final validation loss. Writes into cfg.out: train.jsonl (one line per
+// step and eval), checkpoint-<step>.safetensors (weights + AdamW state + position, atomic),
+// model/ (Hugging Face-format export: config.json, model.safetensors, tokenizer.json) and loss.svg.
+double run_training(const TrainConfig& cfg);
+
+// Writes an SVG line plot of train and validation loss from a train.jsonl log.
+void plot_loss(const std::string& log_jsonl, const std::string& svg_path);
+
+// Hugging Face config.json text for a model configuration (inverse of ModelConfig::from_json_file).
+std::string hf_config_json(const ModelConfig& cfg);
+
+}  // namespace ssm::train

@@ -1,0 +1,353 @@
+#include "ssm/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "ssm/autograd.h"
+#include "ssm/data.h"
+#include "ssm/json_config.h"
+#include "ssm/ops.h"
+#include "ssm/safetensors.h"
+#include "ssm/tokenizer.h"
+#include "ssm/train.h"
+
+namespace ssm::train {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+std::string hf_config_json(const ModelConfig& c) {
+  json j;
+  j["model_type"] = arch_name(c.arch);
+  j["hidden_size"] = c.d_model;
+  j["num_hidden_layers"] = c.n_layer;
+  j["vocab_size"] = c.vocab_size;
+  j["state_size"] = c.d_state;
+  j["conv_kernel"] = c.d_conv;
+  j["expand"] = c.expand;
+  j["layer_norm_epsilon"] = c.norm_eps;
+  j["residual_in_fp32"] = c.residual_in_fp32;
+  j["tie_word_embeddings"] = c.tie_embeddings;
+  j["use_conv_bias"] = c.conv_bias;
+  j["use_bias"] = c.proj_bias;
+  j["time_step_min"] = c.dt_min;
+  j["time_step_max"] = c.dt_max;
+  j["time_step_floor"] = c.dt_init_floor;
+  j["bos_token_id"] = c.bos_id;
+  j["eos_token_id"] = c.eos_id;
+  j["pad_token_id"] = c.pad_id;
+  if (c.arch == Arch::mamba2) {
+    j["head_dim"] = c.headdim;
+    j["num_heads"] = c.nheads;
+    j["n_groups"] = c.ngroups;
+    j["chunk_size"] = c.chunk_size;
+    j["rms_norm"] = c.rms_norm;
+    j["norm_before_gate"] = c.norm_before_gate;
+    j["time_step_limit"] = {c.dt_limit_lo, std::isfinite(c.dt_limit_hi) ? json(c.dt_limit_hi) : json("Infinity")};
+  } else {
+    j["intermediate_size"] = c.d_inner;
+    j["time_step_rank"] = c.dt_rank;
+    if (c.arch == Arch::falcon_mamba) j["mixer_rms_eps"] = c.mixer_rms_eps;
+  }
+  SSM_CHECK(c.arch != Arch::mamba3, "config", "Mamba-3 has no Hugging Face format; export is not supported");
+  return j.dump(2);
+}
+
+namespace {
+volatile std::sig_atomic_t g_stop = 0;
+void on_sigint(int) { g_stop = 1; }
+
+// The GPT-2 byte-to-symbol map used by byte-level BPE vocabularies.
+std::string byte_symbol(int b) {
+  int cp = b;
+  bool direct = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+  if (!direct) {
+    int n = 0;
+    for (int x = 0; x < b; ++x)
+      if (!((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255))) ++n;
+    cp = 256 + n;
+  }
+  std::string s;
+  if (cp < 0x80) s += char(cp);
+  else {
+    s += char(0xC0 | (cp >> 6));
+    s += char(0x80 | (cp & 0x3F));
+  }
+  return s;
+}
+
+// A tokenizer.json for the 256-symbol byte-level vocabulary (loads in our tokenizer and in HF's).
+std::string byte_tokenizer_json() {
+  json vocab = json::object();
+  for (int b = 0; b < 256; ++b) vocab[byte_symbol(b)] = b;
+  json j = {{"version", "1.0"},
+            {"added_tokens", json::array()},
+            {"normalizer", nullptr},
+            {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}},
+            {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}},
+            {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}}}};
+  return j.dump();
+}
+
+void write_text_atomic(const std::string& path, const std::string& text) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream o(tmp, std::ios::trunc);
+    o << text;
+    o.flush();
+    if (!o) {
+      std::remove(tmp.c_str());
+      fail("train", "cannot write '" + path + "' (disk full?)");
+    }
+  }
+  fs::rename(tmp, path);
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  SSM_CHECK(bool(in), "train", "cannot open data file '" + path + "'");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+double eval_loss(const Model& m, data::BatchLoader& val, int64_t batches) {
+  autograd::NoGradGuard ng;
+  val.seek(0);  // the same validation windows every time
+  double s = 0;
+  for (int64_t i = 0; i < batches; ++i) s += lm_loss(m, val.next()).item();
+  return s / double(batches);
+}
+
+std::string ckpt_name(int64_t step) {
+  char b[64];
+  std::snprintf(b, sizeof b, "checkpoint-%08lld.safetensors", static_cast<long long>(step));
+  return b;
+}
+
+std::vector<std::pair<int64_t, fs::path>> list_checkpoints(const std::string& dir) {
+  std::vector<std::pair<int64_t, fs::path>> r;
+  if (!fs::is_directory(dir)) return r;
+  for (auto& e : fs::directory_iterator(dir)) {
+    std::string n = e.path().filename().string();
+    if (n.rfind("checkpoint-", 0) == 0 && n.size() > 11 + 12 && n.substr(n.size() - 12) == ".safetensors")
+      r.push_back({std::stoll(n.substr(11, n.size() - 23)), e.path()});
+  }
+  std::sort(r.begin(), r.end());
+  return r;
+}
+
+std::string fmt_time(double s) {
+  char b[32];
+  if (s < 3600) std::snprintf(b, sizeof b, "%dm%02ds", int(s) / 60, int(s) % 60);
+  else std::snprintf(b, sizeof b, "%dh%02dm", int(s) / 3600, int(s) / 60 % 60);
+  return b;
+}
+}  // namespace
+
+double run_training(const TrainConfig& cfg) {
+  SSM_CHECK(cfg.steps >= 1 && cfg.grad_accum >= 1, "train", "steps and grad_accum must be >= 1");
+  fs::create_directories(cfg.out);
+  // ---- data ----
+  Tokenizer tok = cfg.tokenizer == "byte" ? Tokenizer::byte_level() : Tokenizer::from_file(cfg.tokenizer);
+  std::string text = read_text(cfg.data);
+  SSM_CHECK(!text.empty(), "train", "data file '" + cfg.data + "' is empty");
+  std::vector<int32_t> ids = tok.encode(text);
+  size_t n_val = size_t(double(ids.size()) * cfg.val_fraction);
+  SSM_CHECK(n_val > size_t(cfg.seq_len + 1) && ids.size() - n_val > size_t(cfg.seq_len + 1), "train",
+            "data file '" + cfg.data + "' has " + std::to_string(ids.size()) +
+                " tokens: too few for a train/validation split with sequence length " + std::to_string(cfg.seq_len));
+  std::vector<int32_t> val_ids(ids.end() - std::ptrdiff_t(n_val), ids.end());
+  ids.resize(ids.size() - n_val);
+  data::BatchLoader train_loader(std::move(ids), cfg.batch, cfg.seq_len, cfg.seed);
+  data::BatchLoader val_loader(std::move(val_ids), cfg.batch, cfg.seq_len, cfg.seed + 1);
+
+  // ---- model and optimiser ----
+  ModelConfig mc = cfg.model;
+  mc.vocab_size = std::max<int64_t>(mc.vocab_size, tok.vocab_size());
+  mc.vocab_size_real = tok.vocab_size();
+  std::unique_ptr<Model> model = Model::create(mc, cfg.seed);
+  auto params = model->named_parameters();
+  for (auto& [n, p] : params) p.set_requires_grad(true);
+  AdamWConfig ac;
+  ac.beta2 = cfg.beta2;
+  ac.weight_decay = cfg.weight_decay;
+  AdamW opt(params, ac);
+  int64_t start = 0;
+  auto ckpts = list_checkpoints(cfg.out);
+  if (cfg.resume) {
+    SSM_CHECK(!ckpts.empty(), "train", "--resume: no checkpoint-*.safetensors in '" + cfg.out + "'");
+    auto st = io::SafeTensors::open(ckpts.back().second.string());
+    const auto& meta = st.metadata();
+    SSM_CHECK(meta.count("config") && meta.count("step") && meta.count("data_position"), "train",
+              ckpts.back().second.string() + " is not a training checkpoint (metadata missing)");
+    SSM_CHECK(meta.at("config") == hf_config_json(mc), "train",
+              "checkpoint " + ckpts.back().second.string() + " is for another model configuration:\n" +
+                  meta.at("config"));
+    std::vector<std::pair<std::string, Tensor>> opt_state;
+    for (auto& [n, p] : params) {
+      SSM_CHECK(st.has("param." + n), "train", "checkpoint lacks parameter '" + n + "'");
+      Tensor src = st.get("param." + n);
+      SSM_CHECK(src.shape() == p.shape(), "train", "checkpoint parameter '" + n + "' has shape " + shape_str(src.shape()));
+      p.copy_(src);
+      opt_state.push_back({"m." + n, st.get("opt.m." + n)});
+      opt_state.push_back({"v." + n, st.get("opt.v." + n)});
+    }
+    opt.load_state(opt_state);
+    start = std::stoll(meta.at("step"));
+    opt.set_steps(start);
+    train_loader.seek(std::stoull(meta.at("data_position")));
+    std::fprintf(stderr, "resumed from %s at step %lld\n", ckpts.back().second.c_str(), static_cast<long long>(start));
+  }
+
+  // ---- start-up table ----
+  std::fprintf(stderr,
+               "+----------------------+----------------------------------------------+\n"
+               "| model                | %-44s |\n| parameters           | %-44lld |\n"
+               "| data                 | %-44s |\n| tokens train / val   | %-44s |\n"
+               "| batch x seq x accum  | %-44s |\n| steps / warmup       | %-44s |\n"
+               "| lr max / min         | %-44s |\n| threads              | %-44d |\n"
+               "| output               | %-44s |\n"
+               "+----------------------+----------------------------------------------+\n",
+               mc.summary().substr(0, 44).c_str(), static_cast<long long>(model->num_parameters()),
+               cfg.data.substr(0, 44).c_str(),
+               (std::to_string(train_loader.size()) + " / " + std::to_string(val_loader.size())).c_str(),
+               (std::to_string(cfg.batch) + " x " + std::to_string(cfg.seq_len) + " x " + std::to_string(cfg.grad_accum)).c_str(),
+               (std::to_string(cfg.steps) + " / " + std::to_string(cfg.warmup)).c_str(),
+               (std::to_string(cfg.lr) + " / " + std::to_string(cfg.min_lr)).c_str(), num_threads(), cfg.out.c_str());
+
+  std::ofstream log(fs::path(cfg.out) / "train.jsonl", cfg.resume ? std::ios::app : std::ios::trunc);
+  auto save_ckpt = [&](int64_t step) {
+    std::vector<std::pair<std::string, Tensor>> ts;
+    for (auto& [n, p] : params) ts.push_back({"param." + n, p.detach()});
+    for (auto& [n, t] : opt.state()) ts.push_back({"opt." + n, t});
+    std::map<std::string, std::string> meta{{"config", hf_config_json(mc)},
+                                            {"step", std::to_string(step)},
+                                            {"data_position", std::to_string(train_loader.position())},
+                                            {"format", "ssm.cpp training checkpoint v1"}};
+    io::save_safetensors((fs::path(cfg.out) / ckpt_name(step)).string(), ts, meta);
+    auto all = list_checkpoints(cfg.out);
+    for (size_t i = 0; i + size_t(std::max<int64_t>(cfg.keep_last, 1)) < all.size(); ++i) fs::remove(all[i].second);
+  };
+
+  auto prev = std::signal(SIGINT, on_sigint);
+  g_stop = 0;
+  auto t0 = std::chrono::steady_clock::now();
+  double val = std::nan("");
+  int64_t step = start;
+  for (; step < cfg.steps && !g_stop; ++step) {
+    auto ts = std::chrono::steady_clock::now();
+    double lr = cosine_lr(step, cfg.warmup, cfg.steps, cfg.lr, cfg.min_lr);
+    opt.zero_grad();
+    double loss_sum = 0;
+    for (int64_t a = 0; a < cfg.grad_accum; ++a) {
+      Tensor loss = lm_loss(*model, train_loader.next());
+      loss_sum += loss.item();
+      (cfg.grad_accum > 1 ? mul_scalar(loss, 1.0 / double(cfg.grad_accum)) : loss).backward();
+    }
+    double loss = loss_sum / double(cfg.grad_accum);
+    if (!std::isfinite(loss)) {
+      std::signal(SIGINT, prev);
+      fail("train", "loss is " + std::to_string(loss) + " at step " + std::to_string(step) +
+                        "; stopping (the last good checkpoint in '" + cfg.out + "' is kept)");
+    }
+    double norm = clip_grad_norm(params, cfg.clip);
+    opt.step(lr);
+    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - ts).count();
+    double tok_s = double(cfg.batch * cfg.seq_len * cfg.grad_accum) / (ms / 1000);
+    double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    double eta = elapsed / double(step - start + 1) * double(cfg.steps - step - 1);
+    log << json{{"step", step}, {"loss", loss}, {"grad_norm", norm}, {"lr", lr}, {"ms", ms}, {"tok_s", tok_s}}.dump()
+        << "\n";
+    if (cfg.log_every > 0 && (step % cfg.log_every == 0 || step + 1 == cfg.steps))
+      std::fprintf(stderr, "step %5lld/%lld | loss %.4f | norm %.3f | lr %.2e | %.0f ms | %.0f tok/s | ETA %s\n",
+                   static_cast<long long>(step + 1), static_cast<long long>(cfg.steps), loss, norm, lr, ms, tok_s,
+                   fmt_time(eta).c_str());
+    bool last = step + 1 == cfg.steps;
+    if (cfg.eval_every > 0 && ((step + 1) % cfg.eval_every == 0 || last)) {
+      val = eval_loss(*model, val_loader, cfg.eval_batches);
+      log << json{{"step", step}, {"val_loss", val}}.dump() << "\n";
+      std::fprintf(stderr, "step %5lld | val loss %.4f\n", static_cast<long long>(step + 1), val);
+    }
+    log.flush();
+    if (cfg.ckpt_every > 0 && ((step + 1) % cfg.ckpt_every == 0 || last)) save_ckpt(step + 1);
+  }
+  std::signal(SIGINT, prev);
+  if (g_stop) {
+    save_ckpt(step);
+    std::fprintf(stderr, "interrupted: saved %s; continue with --resume\n", ckpt_name(step).c_str());
+    return val;
+  }
+  // ---- export ----
+  fs::path mdir = fs::path(cfg.out) / "model";
+  fs::create_directories(mdir);
+  std::vector<std::pair<std::string, Tensor>> ws;
+  for (auto& [n, p] : params) ws.push_back({n, p.detach()});
+  io::save_safetensors((mdir / "model.safetensors").string(), ws);
+  write_text_atomic((mdir / "config.json").string(), hf_config_json(mc));
+  if (cfg.tokenizer == "byte")
+    write_text_atomic((mdir / "tokenizer.json").string(), byte_tokenizer_json());
+  else
+    fs::copy_file(cfg.tokenizer, mdir / "tokenizer.json", fs::copy_options::overwrite_existing);
+  log.close();
+  plot_loss((fs::path(cfg.out) / "train.jsonl").string(), (fs::path(cfg.out) / "loss.svg").string());
+  std::fprintf(stderr, "exported %s; loss plot %s\n", mdir.c_str(), (fs::path(cfg.out) / "loss.svg").c_str());
+  return val;
+}
+
+void plot_loss(const std::string& log_jsonl, const std::string& svg_path) {
+  std::ifstream in(log_jsonl);
+  SSM_CHECK(bool(in), "plot", "cannot open '" + log_jsonl + "'");
+  std::vector<std::pair<double, double>> tr, va;
+  std::string line;
+  int64_t lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (line.empty()) continue;
+    json j = io::parse_json_text(line, log_jsonl + ":" + std::to_string(lineno));
+    if (!j.is_object() || !j.contains("step")) continue;
+    double s = j["step"].get<double>();
+    if (j.contains("loss")) tr.push_back({s, j["loss"].get<double>()});
+    if (j.contains("val_loss")) va.push_back({s, j["val_loss"].get<double>()});
+  }
+  SSM_CHECK(!tr.empty() || !va.empty(), "plot", "'" + log_jsonl + "' has no loss entries");
+  double x0 = 1e300, x1 = -1e300, y0 = 1e300, y1 = -1e300;
+  for (auto* v : {&tr, &va})
+    for (auto [x, y] : *v) {
+      x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
+    }
+  if (x1 <= x0) x1 = x0 + 1;
+  if (y1 <= y0) y1 = y0 + 1;
+  const double W = 800, H = 480, L = 70, R = 20, T = 30, B = 50;
+  auto px = [&](double x) { return L + (x - x0) / (x1 - x0) * (W - L - R); };
+  auto py = [&](double y) { return T + (y1 - y) / (y1 - y0) * (H - T - B); };
+  std::ostringstream o;
+  o << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << H << "' font-family='sans-serif' font-size='12'>\n"
+    << "<rect width='100%' height='100%' fill='white'/>\n";
+  for (int k = 0; k <= 5; ++k) {
+    double y = y0 + (y1 - y0) * k / 5, x = x0 + (x1 - x0) * k / 5;
+    o << "<line x1='" << L << "' x2='" << W - R << "' y1='" << py(y) << "' y2='" << py(y) << "' stroke='#ddd'/>"
+      << "<text x='" << L - 6 << "' y='" << py(y) + 4 << "' text-anchor='end'>" << std::round(y * 1000) / 1000 << "</text>\n"
+      << "<text x='" << px(x) << "' y='" << H - B + 18 << "' text-anchor='middle'>" << std::llround(x) << "</text>\n";
+  }
+  auto poly = [&](const std::vector<std::pair<double, double>>& v, const char* color) {
+    if (v.empty()) return;
+    o << "<polyline fill='none' stroke='" << color << "' stroke-width='1.5' points='";
+    for (auto [x, y] : v) o << px(x) << "," << py(y) << " ";
+    o << "'/>\n";
+  };
+  poly(tr, "#1f77b4");
+  poly(va, "#d62728");
+  o << "<text x='" << W / 2 << "' y='" << H - 10 << "' text-anchor='middle'>step</text>"
+    << "<text x='" << L << "' y='18'>loss (nats/token): <tspan fill='#1f77b4'>train</tspan> <tspan fill='#d62728'>validation</tspan></text>\n"
+    << "</svg>\n";
+  write_text_atomic(svg_path, o.str());
+}
+
+}  // namespace ssm::train

@@ -1,0 +1,99 @@
+// ssm train / ssm plot.
+#include <cstdio>
+
+#include "command.h"
+#include "ssm/json_config.h"
+#include "ssm/trainer.h"
+
+namespace {
+using ssm::train::TrainConfig;
+
+struct Opts {
+  TrainConfig t;
+  std::string arch = "mamba1", config;
+  int64_t d_model = 128, n_layer = 4, d_state = 16, expand = 2, headdim = 32, chunk = 64;
+};
+
+ssm::tools::Command train_cmd{
+    "train", "Train a Mamba language model on a text file", [](CLI::App& app) {
+      auto o = std::make_shared<Opts>();
+      auto& t = o->t;
+      app.add_option("--data", t.data, "training text file (the last --val-fraction is held out)")->required();
+      app.add_option("--tokenizer", t.tokenizer, "'byte' (256-symbol byte-level vocabulary) or a tokenizer.json")
+          ->capture_default_str();
+      app.add_option("--val-fraction", t.val_fraction, "held-out fraction")->capture_default_str();
+      app.add_option("--config", o->config, "model config.json (Hugging Face or mamba_ssm format) instead of the flags below");
+      app.add_option("--arch", o->arch, "mamba1 | mamba2")->capture_default_str();
+      app.add_option("--d-model", o->d_model, "model width")->capture_default_str();
+      app.add_option("--n-layer", o->n_layer, "layers")->capture_default_str();
+      app.add_option("--d-state", o->d_state, "SSM state size")->capture_default_str();
+      app.add_option("--expand", o->expand, "inner expansion")->capture_default_str();
+      app.add_option("--headdim", o->headdim, "Mamba-2 head dimension")->capture_default_str();
+      app.add_option("--chunk", o->chunk, "Mamba-2 chunk size")->capture_default_str();
+      app.add_option("--steps", t.steps, "optimizer steps")->capture_default_str();
+      app.add_option("-b,--batch", t.batch, "sequences per micro-batch")->capture_default_str();
+      app.add_option("--seq-len", t.seq_len, "tokens per sequence")->capture_default_str();
+      app.add_option("--grad-accum", t.grad_accum, "micro-batches per step")->capture_default_str();
+      app.add_option("--lr", t.lr, "peak learning rate")->capture_default_str();
+      app.add_option("--min-lr", t.min_lr, "final learning rate (cosine)")->capture_default_str();
+      app.add_option("--warmup", t.warmup, "warmup steps")->capture_default_str();
+      app.add_option("--weight-decay", t.weight_decay, "AdamW weight decay")->capture_default_str();
+      app.add_option("--clip", t.clip, "gradient clipping norm (0 = off)")->capture_default_str();
+      app.add_option("--seed", t.seed, "seed (initialisation and data order)")->capture_default_str();
+      app.add_option("--eval-every", t.eval_every, "validation every N steps")->capture_default_str();
+      app.add_option("--eval-batches", t.eval_batches, "validation batches")->capture_default_str();
+      app.add_option("--ckpt-every", t.ckpt_every, "checkpoint every N steps")->capture_default_str();
+      app.add_option("--keep", t.keep_last, "checkpoints kept")->capture_default_str();
+      app.add_option("--log-every", t.log_every, "print a step line every N steps")->capture_default_str();
+      app.add_option("-o,--out", t.out, "output directory")->capture_default_str();
+      app.add_flag("--resume", t.resume, "continue from the newest checkpoint in --out");
+      app.footer(
+          "Output: <out>/train.jsonl, <out>/checkpoint-*.safetensors, <out>/model/ (HF format), <out>/loss.svg.\n"
+          "Ctrl-C saves a checkpoint; --resume continues bit-identically.\n\n"
+          "Examples:\n"
+          "  ssm train --data shakespeare.txt --steps 2000 -o runs/shakespeare\n"
+          "  ssm train --data shakespeare.txt --arch mamba2 --d-model 256 --n-layer 6 -o runs/m2\n"
+          "  ssm train --data shakespeare.txt -o runs/shakespeare --resume\n"
+          "  ssm generate -m runs/shakespeare/model -p 'ROMEO:'\n");
+      return [o]() {
+        TrainConfig t = o->t;
+        if (!o->config.empty()) {
+          t.model = ssm::ModelConfig::from_json_file(o->config);
+        } else {
+          auto& m = t.model;
+          SSM_CHECK(o->arch == "mamba1" || o->arch == "mamba2", "train", "--arch must be mamba1 or mamba2");
+          m.arch = o->arch == "mamba1" ? ssm::Arch::mamba1 : ssm::Arch::mamba2;
+          m.d_model = o->d_model;
+          m.n_layer = o->n_layer;
+          m.d_state = o->d_state;
+          m.expand = o->expand;
+          m.d_inner = o->expand * o->d_model;
+          m.dt_rank = (o->d_model + 15) / 16;
+          m.headdim = o->headdim;
+          m.nheads = m.d_inner / std::max<int64_t>(1, o->headdim);
+          m.chunk_size = o->chunk;
+          m.vocab_size = 1;  // raised to the tokenizer's size
+          SSM_CHECK(m.d_model > 0 && m.n_layer > 0 && m.d_state > 0 && m.expand > 0, "train",
+                    "model sizes must be positive");
+          SSM_CHECK(m.arch == ssm::Arch::mamba1 || m.d_inner % m.headdim == 0, "train",
+                    "d_model * expand must be divisible by --headdim");
+        }
+        double v = ssm::train::run_training(t);
+        if (v == v) std::printf("final validation loss %.4f\n", v);
+        return 0;
+      };
+    }};
+
+ssm::tools::Command plot_cmd{"plot", "Plot train/validation loss from a train.jsonl log to SVG", [](CLI::App& app) {
+                               auto in = std::make_shared<std::string>();
+                               auto out = std::make_shared<std::string>("loss.svg");
+                               app.add_option("log", *in, "train.jsonl written by ssm train")->required();
+                               app.add_option("-o,--out", *out, "SVG file")->capture_default_str();
+                               app.footer("Examples:\n  ssm plot runs/shakespeare/train.jsonl -o loss.svg\n");
+                               return [in, out]() {
+                                 ssm::train::plot_loss(*in, *out);
+                                 std::printf("wrote %s\n", out->c_str());
+                                 return 0;
+                               };
+                             }};
+}  // namespace
