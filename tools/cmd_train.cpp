@@ -18,7 +18,11 @@ ssm::tools::Command train_cmd{
     "train", "Train a Mamba language model on a text file", [](CLI::App& app) {
       auto o = std::make_shared<Opts>();
       auto& t = o->t;
-      app.add_option("--data", t.data, "training text file (the last --val-fraction is held out)")->required();
+      app.add_option("--data", t.data, "training text file (the last --val-fraction is held out)");
+      app.add_option("--task", t.task, "train on a synthetic task instead: induction | selective_copying");
+      app.add_option("--task-vocab", t.task_vocab, "task vocabulary size")->capture_default_str();
+      app.add_option("--task-len", t.task_len, "task sequence length")->capture_default_str();
+      app.add_option("--task-memorize", t.task_memorize, "selective copying: tokens to memorize")->capture_default_str();
       app.add_option("--tokenizer", t.tokenizer, "'byte' (256-symbol byte-level vocabulary) or a tokenizer.json")
           ->capture_default_str();
       app.add_option("--val-fraction", t.val_fraction, "held-out fraction")->capture_default_str();
@@ -54,9 +58,11 @@ ssm::tools::Command train_cmd{
           "  ssm train --data shakespeare.txt --steps 2000 -o runs/shakespeare\n"
           "  ssm train --data shakespeare.txt --arch mamba2 --d-model 256 --n-layer 6 -o runs/m2\n"
           "  ssm train --data shakespeare.txt -o runs/shakespeare --resume\n"
+          "  ssm train --task induction --task-len 256 --n-layer 2 --d-model 64 -o runs/induction\n"
           "  ssm generate -m runs/shakespeare/model -p 'ROMEO:'\n");
       return [o]() {
         TrainConfig t = o->t;
+        SSM_CHECK(t.data.empty() != t.task.empty(), "train", "give exactly one of --data FILE or --task NAME");
         if (!o->config.empty()) {
           t.model = ssm::ModelConfig::from_json_file(o->config);
         } else {
@@ -80,6 +86,37 @@ ssm::tools::Command train_cmd{
         }
         double v = ssm::train::run_training(t);
         if (v == v) std::printf("final validation loss %.4f\n", v);
+        return 0;
+      };
+    }};
+
+struct EvalOpts {
+  std::string model, task = "induction";
+  std::vector<int64_t> lens{256};
+  int64_t vocab = 16, memorize = 16, batches = 4, batch = 8;
+  uint64_t seed = 999;
+};
+
+ssm::tools::Command eval_task_cmd{
+    "eval-task", "Accuracy of a trained model on a synthetic task at given lengths", [](CLI::App& app) {
+      auto o = std::make_shared<EvalOpts>();
+      app.add_option("-m,--model", o->model, "model directory (the model/ folder written by ssm train)")->required();
+      app.add_option("--task", o->task, "induction | selective_copying")->capture_default_str();
+      app.add_option("--len", o->lens, "sequence lengths (several allowed)")->capture_default_str();
+      app.add_option("--task-vocab", o->vocab, "task vocabulary size")->capture_default_str();
+      app.add_option("--task-memorize", o->memorize, "selective copying: tokens to memorize")->capture_default_str();
+      app.add_option("--batches", o->batches, "batches per length")->capture_default_str();
+      app.add_option("-b,--batch", o->batch, "sequences per batch")->capture_default_str();
+      app.add_option("--seed", o->seed, "seed of the test batches")->capture_default_str();
+      app.footer("Examples:\n  ssm eval-task -m recipes/induction-heads/model --task induction --len 256 1024 16384\n");
+      return [o]() {
+        auto m = ssm::Model::load(o->model);
+        std::printf("| task | length | accuracy |\n|---|---|---|\n");
+        for (int64_t len : o->lens) {
+          double acc = ssm::train::eval_task(*m, o->task, len, o->vocab, o->memorize, o->batches, o->batch, o->seed);
+          std::printf("| %s | %lld | %.2f%% |\n", o->task.c_str(), static_cast<long long>(len), 100 * acc);
+          std::fflush(stdout);
+        }
         return 0;
       };
     }};

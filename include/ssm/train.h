@@ -13,6 +13,11 @@ namespace ssm::train {
 // as Hugging Face computes `model(ids, labels=ids).loss`. Differentiable.
 Tensor lm_loss(const Model& model, const Tensor& ids);
 
+// Loss and accuracy on a batch of (inputs [B, L], targets [B, L]) with -100 = not scored.
+Tensor masked_lm_loss(const Model& model, const Tensor& inputs, const Tensor& targets);
+// Fraction of scored positions where the argmax prediction equals the target (no grad).
+double masked_accuracy(const Model& model, const Tensor& inputs, const Tensor& targets);
+
 // mamba_ssm applies no weight decay to A_log, D, dt biases, norm weights and biases.
 bool no_weight_decay(const std::string& param_name);
 

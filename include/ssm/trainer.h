@@ -11,6 +11,9 @@ struct TrainConfig {
   std::string data;                 // text file
   std::string tokenizer = "byte";   // "byte" or a tokenizer.json path
   double val_fraction = 0.1;        // the last part of the text is held out
+  // or a synthetic task instead of text: "induction" or "selective_copying"
+  std::string task;
+  int64_t task_vocab = 16, task_len = 256, task_memorize = 16;
   // model (used when not resuming)
   ModelConfig model;
   // optimisation
@@ -27,6 +30,10 @@ struct TrainConfig {
 // step and eval), checkpoint-<step>.safetensors (weights + AdamW state + position, atomic),
 // model/ (Hugging Face-format export: config.json, model.safetensors, tokenizer.json) and loss.svg.
 double run_training(const TrainConfig& cfg);
+
+// Accuracy of a model on a synthetic task at a given length (fresh random batches, seeded).
+double eval_task(const Model& model, const std::string& task, int64_t len, int64_t vocab, int64_t memorize,
+                 int64_t batches, int64_t batch, uint64_t seed);
 
 // Writes an SVG line plot of train and validation loss from a train.jsonl log.
 void plot_loss(const std::string& log_jsonl, const std::string& svg_path);

@@ -17,6 +17,28 @@ Tensor lm_loss(const Model& model, const Tensor& ids) {
   return cross_entropy(pred, target.to(DType::i64));
 }
 
+Tensor masked_lm_loss(const Model& model, const Tensor& inputs, const Tensor& targets) {
+  SSM_CHECK(inputs.shape() == targets.shape() && inputs.dim() == 2, "masked_lm_loss",
+            "inputs and targets must both be [batch, length]");
+  Tensor logits = model.forward(inputs);  // [B, L, V]
+  const int64_t n = inputs.size(0) * inputs.size(1);
+  return cross_entropy(logits.view({n, logits.size(2)}), targets.contiguous().view({n}), -100);
+}
+
+double masked_accuracy(const Model& model, const Tensor& inputs, const Tensor& targets) {
+  autograd::NoGradGuard ng;
+  Tensor pred = argmax(model.forward(inputs), -1);  // [B, L]
+  auto p = pred.to_vector_i64(), t = targets.to_vector_i64();
+  int64_t hit = 0, total = 0;
+  for (size_t i = 0; i < t.size(); ++i) {
+    if (t[i] == -100) continue;
+    ++total;
+    hit += p[i] == t[i];
+  }
+  SSM_CHECK(total > 0, "masked_accuracy", "no scored positions in the batch");
+  return double(hit) / double(total);
+}
+
 bool no_weight_decay(const std::string& n) {
   auto ends = [&](const std::string& s) { return n.size() >= s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0; };
   return ends("A_log") || ends(".D") || ends("dt_bias") || ends("dt_proj.bias") || ends(".bias") ||

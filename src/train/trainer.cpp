@@ -154,24 +154,40 @@ std::string fmt_time(double s) {
 double run_training(const TrainConfig& cfg) {
   SSM_CHECK(cfg.steps >= 1 && cfg.grad_accum >= 1, "train", "steps and grad_accum must be >= 1");
   fs::create_directories(cfg.out);
-  // ---- data ----
-  Tokenizer tok = cfg.tokenizer == "byte" ? Tokenizer::byte_level() : Tokenizer::from_file(cfg.tokenizer);
-  std::string text = read_text(cfg.data);
-  SSM_CHECK(!text.empty(), "train", "data file '" + cfg.data + "' is empty");
-  std::vector<int32_t> ids = tok.encode(text);
-  size_t n_val = size_t(double(ids.size()) * cfg.val_fraction);
-  SSM_CHECK(n_val > size_t(cfg.seq_len + 1) && ids.size() - n_val > size_t(cfg.seq_len + 1), "train",
-            "data file '" + cfg.data + "' has " + std::to_string(ids.size()) +
-                " tokens: too few for a train/validation split with sequence length " + std::to_string(cfg.seq_len));
-  std::vector<int32_t> val_ids(ids.end() - std::ptrdiff_t(n_val), ids.end());
-  ids.resize(ids.size() - n_val);
+  // ---- data: text windows, or a synthetic task ----
+  const bool is_task = !cfg.task.empty();
+  SSM_CHECK(!is_task || cfg.task == "induction" || cfg.task == "selective_copying", "train",
+            "unknown task '" + cfg.task + "' (induction | selective_copying)");
+  Tokenizer tok = is_task ? Tokenizer::byte_level()
+                  : cfg.tokenizer == "byte" ? Tokenizer::byte_level() : Tokenizer::from_file(cfg.tokenizer);
+  std::vector<int32_t> ids, val_ids;
+  if (!is_task) {
+    std::string text = read_text(cfg.data);
+    SSM_CHECK(!text.empty(), "train", "data file '" + cfg.data + "' is empty");
+    ids = tok.encode(text);
+    size_t n_val = size_t(double(ids.size()) * cfg.val_fraction);
+    SSM_CHECK(n_val > size_t(cfg.seq_len + 1) && ids.size() - n_val > size_t(cfg.seq_len + 1), "train",
+              "data file '" + cfg.data + "' has " + std::to_string(ids.size()) +
+                  " tokens: too few for a train/validation split with sequence length " + std::to_string(cfg.seq_len));
+    val_ids.assign(ids.end() - std::ptrdiff_t(n_val), ids.end());
+    ids.resize(ids.size() - n_val);
+  } else {  // placeholders: the loaders are unused for tasks
+    ids.assign(size_t(cfg.seq_len + 2), 0);
+    val_ids = ids;
+  }
   data::BatchLoader train_loader(std::move(ids), cfg.batch, cfg.seq_len, cfg.seed);
   data::BatchLoader val_loader(std::move(val_ids), cfg.batch, cfg.seq_len, cfg.seed + 1);
+  // Task batches are drawn from a generator seeded by (seed, step, micro-batch): resumable without state.
+  auto task_batch = [&](uint64_t salt, int64_t len) {
+    std::mt19937_64 r(cfg.seed * 1000003ull + salt);
+    return cfg.task == "induction" ? data::induction_heads(cfg.batch, len, cfg.task_vocab, r)
+                                   : data::selective_copying(cfg.batch, len, cfg.task_memorize, cfg.task_vocab, r);
+  };
 
   // ---- model and optimiser ----
   ModelConfig mc = cfg.model;
-  mc.vocab_size = std::max<int64_t>(mc.vocab_size, tok.vocab_size());
-  mc.vocab_size_real = tok.vocab_size();
+  mc.vocab_size = is_task ? cfg.task_vocab : std::max<int64_t>(mc.vocab_size, tok.vocab_size());
+  mc.vocab_size_real = is_task ? cfg.task_vocab : tok.vocab_size();
   std::unique_ptr<Model> model = Model::create(mc, cfg.seed);
   auto params = model->named_parameters();
   for (auto& [n, p] : params) p.set_requires_grad(true);
@@ -216,7 +232,7 @@ double run_training(const TrainConfig& cfg) {
                "| output               | %-44s |\n"
                "+----------------------+----------------------------------------------+\n",
                mc.summary().substr(0, 44).c_str(), static_cast<long long>(model->num_parameters()),
-               cfg.data.substr(0, 44).c_str(),
+               (is_task ? "task " + cfg.task + " length " + std::to_string(cfg.task_len) : cfg.data).substr(0, 44).c_str(),
                (std::to_string(train_loader.size()) + " / " + std::to_string(val_loader.size())).c_str(),
                (std::to_string(cfg.batch) + " x " + std::to_string(cfg.seq_len) + " x " + std::to_string(cfg.grad_accum)).c_str(),
                (std::to_string(cfg.steps) + " / " + std::to_string(cfg.warmup)).c_str(),
@@ -247,7 +263,13 @@ double run_training(const TrainConfig& cfg) {
     opt.zero_grad();
     double loss_sum = 0;
     for (int64_t a = 0; a < cfg.grad_accum; ++a) {
-      Tensor loss = lm_loss(*model, train_loader.next());
+      Tensor loss;
+      if (is_task) {
+        data::TaskBatch tb = task_batch(uint64_t(step) * 1024 + uint64_t(a), cfg.task_len);
+        loss = masked_lm_loss(*model, tb.inputs, tb.targets);
+      } else {
+        loss = lm_loss(*model, train_loader.next());
+      }
       loss_sum += loss.item();
       (cfg.grad_accum > 1 ? mul_scalar(loss, 1.0 / double(cfg.grad_accum)) : loss).backward();
     }
@@ -271,9 +293,24 @@ double run_training(const TrainConfig& cfg) {
                    fmt_time(eta).c_str());
     bool last = step + 1 == cfg.steps;
     if (cfg.eval_every > 0 && ((step + 1) % cfg.eval_every == 0 || last)) {
-      val = eval_loss(*model, val_loader, cfg.eval_batches);
-      log << json{{"step", step}, {"val_loss", val}}.dump() << "\n";
-      std::fprintf(stderr, "step %5lld | val loss %.4f\n", static_cast<long long>(step + 1), val);
+      if (is_task) {
+        double acc = 0, vl = 0;
+        autograd::NoGradGuard ng;
+        for (int64_t k = 0; k < cfg.eval_batches; ++k) {
+          data::TaskBatch tb = task_batch((uint64_t(1) << 62) + uint64_t(k), cfg.task_len);  // fixed eval set
+          acc += masked_accuracy(*model, tb.inputs, tb.targets);
+          vl += masked_lm_loss(*model, tb.inputs, tb.targets).item();
+        }
+        val = vl / double(cfg.eval_batches);
+        acc /= double(cfg.eval_batches);
+        log << json{{"step", step}, {"val_loss", val}, {"val_acc", acc}}.dump() << "\n";
+        std::fprintf(stderr, "step %5lld | val loss %.4f | accuracy %.2f%%\n", static_cast<long long>(step + 1), val,
+                     100 * acc);
+      } else {
+        val = eval_loss(*model, val_loader, cfg.eval_batches);
+        log << json{{"step", step}, {"val_loss", val}}.dump() << "\n";
+        std::fprintf(stderr, "step %5lld | val loss %.4f\n", static_cast<long long>(step + 1), val);
+      }
     }
     log.flush();
     if (cfg.ckpt_every > 0 && ((step + 1) % cfg.ckpt_every == 0 || last)) save_ckpt(step + 1);
@@ -291,7 +328,9 @@ double run_training(const TrainConfig& cfg) {
   for (auto& [n, p] : params) ws.push_back({n, p.detach()});
   io::save_safetensors((mdir / "model.safetensors").string(), ws);
   write_text_atomic((mdir / "config.json").string(), hf_config_json(mc));
-  if (cfg.tokenizer == "byte")
+  if (is_task) {
+    // task models have no text vocabulary
+  } else if (cfg.tokenizer == "byte")
     write_text_atomic((mdir / "tokenizer.json").string(), byte_tokenizer_json());
   else
     fs::copy_file(cfg.tokenizer, mdir / "tokenizer.json", fs::copy_options::overwrite_existing);
@@ -299,6 +338,21 @@ double run_training(const TrainConfig& cfg) {
   plot_loss((fs::path(cfg.out) / "train.jsonl").string(), (fs::path(cfg.out) / "loss.svg").string());
   std::fprintf(stderr, "exported %s; loss plot %s\n", mdir.c_str(), (fs::path(cfg.out) / "loss.svg").c_str());
   return val;
+}
+
+double eval_task(const Model& model, const std::string& task, int64_t len, int64_t vocab, int64_t memorize,
+                 int64_t batches, int64_t batch, uint64_t seed) {
+  SSM_CHECK(task == "induction" || task == "selective_copying", "eval-task",
+            "unknown task '" + task + "' (induction | selective_copying)");
+  SSM_CHECK(batches >= 1 && batch >= 1 && len >= 4, "eval-task", "need batches, batch >= 1 and length >= 4");
+  double acc = 0;
+  for (int64_t k = 0; k < batches; ++k) {
+    std::mt19937_64 r(seed + uint64_t(k));
+    data::TaskBatch tb = task == "induction" ? data::induction_heads(batch, len, vocab, r)
+                                             : data::selective_copying(batch, len, memorize, vocab, r);
+    acc += masked_accuracy(model, tb.inputs, tb.targets);
+  }
+  return acc / double(batches);
 }
 
 void plot_loss(const std::string& log_jsonl, const std::string& svg_path) {
