@@ -111,7 +111,7 @@ TaskBatch selective_copying(int64_t batch, int64_t seq_len, int64_t n_memorize, 
   int64_t *in = tb.inputs.data<int64_t>(), *tg = tb.targets.data<int64_t>();
   std::uniform_int_distribution<int64_t> tok(2, vocab - 1);
   for (int64_t b = 0; b < batch; ++b) {
-    std::vector<int64_t> pos(size_t(seq_len));
+    std::vector<int64_t> pos(static_cast<size_t>(seq_len));
     for (int64_t i = 0; i < seq_len; ++i) pos[size_t(i)] = i;
     std::shuffle(pos.begin(), pos.end(), rng);
     pos.resize(size_t(n_memorize));

@@ -95,7 +95,7 @@ void AdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& st) {
   for (size_t k = 0; k < params_.size(); ++k) {
     for (auto [prefix, dst] : {std::pair{"m.", &m_[k]}, std::pair{"v.", &v_[k]}}) {
       auto it = byname.find(prefix + params_[k].first);
-      SSM_CHECK(it != byname.end(), "adamw", "optimizer state has no '" + prefix + params_[k].first + "'");
+      SSM_CHECK(it != byname.end(), "adamw", std::string("optimizer state has no '") + prefix + params_[k].first + "'");
       SSM_CHECK(it->second.shape() == dst->shape(), "adamw",
                 "optimizer state '" + it->first + "' has shape " + shape_str(it->second.shape()) + ", expected " +
                     shape_str(dst->shape()));
