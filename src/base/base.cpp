@@ -100,26 +100,24 @@ int default_threads() {
 }
 
 // A fixed set of workers that each run one slice of the current job; the caller runs slice 0.
+// Workers spin briefly on the job counter before sleeping, so back-to-back small parallel regions
+// (the decode path runs hundreds per token) do not pay a futex wake-up each.
 class Pool {
  public:
   void run(int n_slices, const std::function<void(int)>& job) {
     ensure(n_slices - 1);
-    std::unique_lock<std::mutex> lk(m_);
     job_ = &job;
     slices_ = n_slices;
-    pending_ = n_slices - 1;
     error_ = nullptr;
-    ++generation_;
-    cv_.notify_all();
-    lk.unlock();
-    try {
-      job(0);
-    } catch (...) {
+    pending_.store(int(workers_.size()), std::memory_order_relaxed);  // every worker acknowledges
+    {
       std::lock_guard<std::mutex> g(m_);
-      if (!error_) error_ = std::current_exception();
+      generation_.fetch_add(1, std::memory_order_release);
     }
-    lk.lock();
-    done_.wait(lk, [&] { return pending_ == 0; });
+    cv_.notify_all();
+    run_slice(job, 0);
+    for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins)
+      if (spins > 1000) std::this_thread::yield();
     job_ = nullptr;
     if (error_) std::rethrow_exception(error_);
   }
@@ -127,8 +125,9 @@ class Pool {
     {
       std::lock_guard<std::mutex> g(m_);
       stop_ = true;
-      cv_.notify_all();
+      generation_.fetch_add(1, std::memory_order_release);
     }
+    cv_.notify_all();
     for (auto& t : workers_) t.join();
   }
 
@@ -136,35 +135,43 @@ class Pool {
   void ensure(int n) {
     while (int(workers_.size()) < n) {
       int id = int(workers_.size()) + 1;
-      workers_.emplace_back([this, id] { loop(id); });
+      uint64_t gen = generation_.load(std::memory_order_acquire);
+      workers_.emplace_back([this, id, gen] { loop(id, gen); });
     }
   }
-  void loop(int id) {
-    uint64_t seen = 0;
-    std::unique_lock<std::mutex> lk(m_);
+  void run_slice(const std::function<void(int)>& job, int id) {
+    try {
+      job(id);
+    } catch (...) {
+      std::lock_guard<std::mutex> g(err_m_);
+      if (!error_) error_ = std::current_exception();
+    }
+  }
+  void loop(int id, uint64_t seen) {
     for (;;) {
-      cv_.wait(lk, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      if (id >= slices_) continue;
-      const auto* job = job_;
-      lk.unlock();
-      try {
-        (*job)(id);
-      } catch (...) {
-        std::lock_guard<std::mutex> g(m_);
-        if (!error_) error_ = std::current_exception();
+      uint64_t gen = generation_.load(std::memory_order_acquire);
+      for (int spins = 0; gen == seen && spins < 20000; ++spins) {
+        if (spins > 2000) std::this_thread::yield();
+        gen = generation_.load(std::memory_order_acquire);
       }
-      lk.lock();
-      if (--pending_ == 0) done_.notify_all();
+      if (gen == seen) {
+        std::unique_lock<std::mutex> lk(m_);
+        cv_.wait(lk, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+        gen = generation_.load(std::memory_order_acquire);
+      }
+      seen = gen;
+      if (stop_) return;
+      if (id < slices_) run_slice(*job_, id);
+      pending_.fetch_sub(1, std::memory_order_acq_rel);
     }
   }
   std::vector<std::thread> workers_;
-  std::mutex m_;
-  std::condition_variable cv_, done_;
+  std::mutex m_, err_m_;
+  std::condition_variable cv_;
   const std::function<void(int)>* job_ = nullptr;
-  int slices_ = 0, pending_ = 0;
-  uint64_t generation_ = 0;
+  int slices_ = 0;
+  std::atomic<int> pending_{0};
+  std::atomic<uint64_t> generation_{0};
   bool stop_ = false;
   std::exception_ptr error_;
 };
