@@ -127,7 +127,10 @@ TEST(ModelCreate, RandomInitIsDeterministicAndFinite) {
   EXPECT_EQ(la.to_vector_f32(), lb.to_vector_f32());
   for (float v : la.to_vector_f32()) ASSERT_TRUE(std::isfinite(v));
   // S4D-real initialisation: A = -(n + 1).
-  for (auto& [name, t] : a->named_parameters())
-    if (name == "backbone.layers.0.mixer.A_log") EXPECT_NEAR(t.to_vector_f32()[3], std::log(4.0f), 1e-6);
+  for (auto& [name, t] : a->named_parameters()) {
+    if (name == "backbone.layers.0.mixer.A_log") {
+      EXPECT_NEAR(t.to_vector_f32()[3], std::log(4.0f), 1e-6);
+    }
+  }
 }
 }  // namespace
