@@ -24,7 +24,7 @@ class Storage {
   Device device() const { return device_; }
   bool read_only() const { return read_only_; }
 
-  static std::shared_ptr<Storage> allocate(size_t bytes, Device device);  // zero-filled on CPU
+  static std::shared_ptr<Storage> allocate(size_t bytes, Device device, bool zero = false);
   // Wraps memory someone else keeps alive through `owner` (e.g. an mmapped file).
   static std::shared_ptr<Storage> borrow(void* data, size_t bytes, bool read_only, std::shared_ptr<void> owner);
 
@@ -61,7 +61,7 @@ struct TensorImpl;
 class Tensor {
  public:
   Tensor() = default;  // undefined tensor
-  static Tensor empty(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu);
+  static Tensor empty(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu);  // uninitialised
   static Tensor zeros(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu);
   static Tensor full(const Shape& shape, double value, DType dtype = DType::f32);
   static Tensor from_vector(const std::vector<float>& v, const Shape& shape);

@@ -8,7 +8,7 @@ namespace {
 
 struct Mamba1Layer {
   Tensor in_proj, in_proj_b;   // [2*Di, dm], [2*Di]
-  Tensor conv_w, conv_b;       // [Di, W], [Di]
+  Tensor conv_w, conv_b;       // [Di, 1, W], [Di]
   Tensor x_proj;               // [R + 2N, Di]
   Tensor dt_proj, dt_proj_b;   // [Di, R], [Di]
   Tensor A_log, D;             // [Di, N], [Di]
@@ -33,7 +33,7 @@ class Mamba1Model : public Model {
       };
       l.in_proj = get("in_proj.weight", {2 * Di, c.d_model}, md, K::linear);
       if (c.proj_bias) l.in_proj_b = get("in_proj.bias", {2 * Di}, DType::f32, K::zeros);
-      l.conv_w = get("conv1d.weight", {Di, W}, DType::f32, K::conv_weight);
+      l.conv_w = get("conv1d.weight", {Di, 1, W}, DType::f32, K::conv_weight);  // as stored
       if (c.conv_bias) l.conv_b = get("conv1d.bias", {Di}, DType::f32, K::conv_bias);
       l.x_proj = get("x_proj.weight", {R + 2 * N, Di}, md, K::linear);
       l.dt_proj = get("dt_proj.weight", {Di, R}, DType::f32, K::dt_proj_weight);
@@ -58,7 +58,7 @@ class Mamba1Model : public Model {
     const int64_t B = h.size(0), L = h.size(1), Di = c.d_inner, N = c.d_state, R = c.dt_rank;
     Tensor xz = linear(h, l.in_proj, l.in_proj_b);  // [B, L, 2*Di]
     Tensor x = xz.slice(2, 0, Di), z = xz.slice(2, Di, 2 * Di);
-    Conv1dOut conv = causal_conv1d(x.contiguous(), l.conv_w, l.conv_b, st ? (*st)[0] : Tensor(), true);
+    Conv1dOut conv = causal_conv1d(x.contiguous(), l.conv_w.view({Di, c.d_conv}), l.conv_b, st ? (*st)[0] : Tensor(), true);
     Tensor xs = conv.y;                             // [B, L, Di]
     Tensor x_dbl = linear(xs, l.x_proj);            // [B, L, R + 2N]
     Tensor dt = x_dbl.slice(2, 0, R), Bm = x_dbl.slice(2, R, R + N), Cm = x_dbl.slice(2, R + N, R + 2 * N);

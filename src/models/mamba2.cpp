@@ -34,7 +34,7 @@ class Mamba2Model : public Model {
       };
       l.in_proj = get("in_proj.weight", {d_in_proj, c.d_model}, md, K::linear);
       if (c.proj_bias) l.in_proj_b = get("in_proj.bias", {d_in_proj}, DType::f32, K::zeros);
-      l.conv_w = get("conv1d.weight", {conv_dim, W}, DType::f32, K::conv_weight);
+      l.conv_w = get("conv1d.weight", {conv_dim, 1, W}, DType::f32, K::conv_weight);  // as stored
       if (c.conv_bias) l.conv_b = get("conv1d.bias", {conv_dim}, DType::f32, K::conv_bias);
       l.dt_bias = get("dt_bias", {H}, DType::f32, K::dt_bias);
       l.A_log = get("A_log", {H}, DType::f32, K::a_log_heads);
@@ -57,7 +57,7 @@ class Mamba2Model : public Model {
     Tensor z = zxbcdt.slice(2, 0, Di);
     Tensor xBC = zxbcdt.slice(2, Di, 2 * Di + 2 * G * N);
     Tensor dt = zxbcdt.slice(2, 2 * Di + 2 * G * N, 2 * Di + 2 * G * N + H);  // [B, L, H]
-    Conv1dOut conv = causal_conv1d(xBC.contiguous(), l.conv_w, l.conv_b, st ? (*st)[0] : Tensor(), true);
+    Conv1dOut conv = causal_conv1d(xBC.contiguous(), l.conv_w.view({Di + 2 * G * N, c.d_conv}), l.conv_b, st ? (*st)[0] : Tensor(), true);
     Tensor x = conv.y.slice(2, 0, Di).contiguous().view({B, L, H, P});
     Tensor Bm = conv.y.slice(2, Di, Di + G * N).contiguous().view({B, L, G, N});
     Tensor Cm = conv.y.slice(2, Di + G * N, Di + 2 * G * N).contiguous().view({B, L, G, N});

@@ -17,7 +17,7 @@ void cuda_free(void* p);
 namespace {
 class HeapStorage : public Storage {
  public:
-  HeapStorage(size_t bytes, Device device) {
+  HeapStorage(size_t bytes, Device device, bool zero) {
     bytes_ = bytes;
     device_ = device;
     if (device == Device::cpu) {
@@ -25,7 +25,7 @@ class HeapStorage : public Storage {
       size_t n = (bytes + 63) / 64 * 64;
       data_ = std::aligned_alloc(64, n ? n : 64);
       SSM_CHECK(data_ != nullptr, "tensor", "out of memory allocating " + std::to_string(bytes) + " bytes");
-      std::memset(data_, 0, n ? n : 64);
+      if (zero) std::memset(data_, 0, n ? n : 64);
     } else {
       data_ = cuda_alloc(bytes);
     }
@@ -51,8 +51,8 @@ class BorrowedStorage : public Storage {
 };
 }  // namespace
 
-std::shared_ptr<Storage> Storage::allocate(size_t bytes, Device device) {
-  return std::make_shared<HeapStorage>(bytes, device);
+std::shared_ptr<Storage> Storage::allocate(size_t bytes, Device device, bool zero) {
+  return std::make_shared<HeapStorage>(bytes, device, zero);
 }
 
 std::shared_ptr<Storage> Storage::borrow(void* data, size_t bytes, bool read_only, std::shared_ptr<void> owner) {

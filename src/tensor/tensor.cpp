@@ -160,7 +160,9 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 }
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
-  Tensor t = empty(shape, dtype, device);  // CPU storage is zero-filled
+  check_shape_valid(shape);
+  size_t bytes = size_t(shape_numel(shape)) * dtype_size(dtype);
+  Tensor t(new_impl(Storage::allocate(bytes, device, device == Device::cpu), 0, shape, contiguous_strides(shape), dtype));
   if (device != Device::cpu) t.fill_(0);
   return t;
 }
