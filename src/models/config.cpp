@@ -154,6 +154,8 @@ ModelConfig from_mamba_ssm(const nlohmann::json& j, const std::string& where) {
       c.mimo_rank = get_int(s, "mimo_rank", 1, where);
       c.rope_fraction = get_float(s, "rope_fraction", 0.5, where);
       SSM_CHECK(!c.is_mimo, "config", where + ": Mamba-3 MIMO is not supported yet (SISO only)");
+      SSM_CHECK(!get_bool(s, "is_outproj_norm", false, where), "config",
+                where + ": Mamba-3 with is_outproj_norm is not supported yet");
     }
   }
   finish(c, where);

@@ -1,0 +1,143 @@
+// Mamba-3 SISO against mamba_ssm (Triton kernels): logits of the golden input_ids [2, 37] for the f32
+// and the bf16 checkpoint, and recurrent decoding (prefill of t tokens, then one token at a time)
+// reproducing the full-sequence logits at every position.
+#include <cmath>
+
+#include "ssm/model.h"
+#include "ssm/ops.h"
+#include "ssm/safetensors.h"
+#include "testing.h"
+
+namespace ssm {
+namespace {
+
+using ssm::testing::AllClose;
+using ssm::testing::shared_path;
+
+struct Golden {
+  Tensor ids, logits;  // i64 [2, 37], f32 [2, 37, 320]
+};
+
+Golden load_golden(const std::string& dir) {
+  auto st = io::SafeTensors::open(shared_path(dir + "/golden.safetensors"));
+  return {st.get("input_ids").contiguous(), st.get("logits").contiguous()};
+}
+
+std::unique_ptr<Model> load_model(const std::string& dir) {
+  LoadOptions o;
+  o.weight_dtype = DType::f32;  // the bf16 checkpoint's weights widen exactly
+  return Model::load(shared_path(dir), o);
+}
+
+TEST(Mamba3Parity, ConfigAndParameters) {
+  SSM_REQUIRE_SHARED("fixtures/ssm-mamba3-tiny/model.safetensors");
+  auto m = load_model("fixtures/ssm-mamba3-tiny");
+  const ModelConfig& c = m->config();
+  EXPECT_EQ(c.arch, Arch::mamba3);
+  EXPECT_EQ(c.vocab_size, 320);
+  EXPECT_EQ(c.nheads, 8);
+  EXPECT_EQ(c.headdim, 16);
+  EXPECT_EQ(c.d_state, 32);
+  // Every tensor of the checkpoint is a parameter of the model, and nothing else is.
+  auto st = io::SafeTensors::open(shared_path("fixtures/ssm-mamba3-tiny/model.safetensors"));
+  auto params = m->named_parameters();
+  EXPECT_EQ(params.size(), st.size());
+  int64_t n = 0;
+  for (const auto& [name, t] : params) {
+    EXPECT_TRUE(st.has(name)) << name;
+    n += t.numel();
+  }
+  EXPECT_EQ(n, m->num_parameters());
+  // State per sequence: 3 layers x 8 heads x (8 angles + 16x32 state + 32 k + 16 v) f32.
+  EXPECT_EQ(m->state_bytes_per_sequence(), size_t(3 * 8 * (8 + 16 * 32 + 32 + 16) * 4));
+}
+
+// Max and mean |logit error| as fractions of the largest |reference logit|.
+::testing::AssertionResult LogitsClose(const Tensor& got, const Tensor& want, double max_rel, double mean_rel) {
+  if (got.shape() != want.shape())
+    return ::testing::AssertionFailure() << "shape " << shape_str(got.shape()) << " vs " << shape_str(want.shape());
+  ssm::testing::ErrStats e = ssm::testing::compare(got, want);
+  const double mx = e.max_abs / e.ref_max, mn = e.mean_abs / e.ref_max;
+  if (mx <= max_rel && mn <= mean_rel) return ::testing::AssertionSuccess() << "max " << mx << " mean " << mn;
+  return ::testing::AssertionFailure() << "max abs err / max|ref| = " << mx << " (bound " << max_rel
+                                       << "), mean = " << mn << " (bound " << mean_rel << ")";
+}
+
+// f32 checkpoint against mamba_ssm's Triton path. KNOWN GAP: measured max error 1.09e-2 and mean 1.2e-3
+// of max|logit| (0.659), not the 1e-4 the other fixtures reach. The error is already there at position
+// 0 (2.2e-3), where only per-token math acts (no decay, no rotation, no previous token), it is not
+// along any parameter direction we could scale (Δ, D, biases, λ), and emulating TF32 / bf16 rounding
+// at the reference's matmuls does not reduce it; the same math written independently (mamba-rs) is
+// identical to ours. The bound still pins the architecture: -softplus instead of the heavy-tailed A
+// misses by 0.19, swapping any two of dd_dt / dd_A / trap by >= 0.3, no B/C norm by 0.29, D outside
+// the gate by 0.93, a ±3% change of Δ doubles the error.
+TEST(Mamba3Parity, LogitsF32) {
+  SSM_REQUIRE_SHARED("fixtures/ssm-mamba3-tiny/golden.safetensors");
+  auto m = load_model("fixtures/ssm-mamba3-tiny");
+  Golden g = load_golden("fixtures/ssm-mamba3-tiny");
+  Tensor logits = m->forward(g.ids);
+  EXPECT_TRUE(LogitsClose(logits, g.logits, 1.5e-2, 2e-3));
+}
+
+// bf16 checkpoint (weights widen exactly to f32; the reference ran its activations in bf16 with an
+// f32 state). Measured: max 1.08e-2, mean 1.7e-3 of max|logit| — the same size as the f32 gap above,
+// which dominates the bf16 rounding noise; bounds 1.5e-2 / 2.5e-3.
+TEST(Mamba3Parity, LogitsBf16Checkpoint) {
+  SSM_REQUIRE_SHARED("fixtures/ssm-mamba3-tiny-bf16/golden.safetensors");
+  auto m = load_model("fixtures/ssm-mamba3-tiny-bf16");
+  Golden g = load_golden("fixtures/ssm-mamba3-tiny-bf16");
+  Tensor logits = m->forward(g.ids);
+  EXPECT_TRUE(LogitsClose(logits, g.logits, 1.5e-2, 2.5e-3));
+}
+
+// Prefill of t tokens, then one token per forward(ids [B, 1], &state): every position's logits
+// equal the full-sequence logits (the state carries the angle, the f32 SSM state and the previous
+// token's rotated K and V). Same kernel on both paths, so 1e-5 of the largest |logit|.
+TEST(Mamba3Parity, DecodeMatchesFullSequence) {
+  SSM_REQUIRE_SHARED("fixtures/ssm-mamba3-tiny/golden.safetensors");
+  auto m = load_model("fixtures/ssm-mamba3-tiny");
+  Golden g = load_golden("fixtures/ssm-mamba3-tiny");
+  Tensor full = m->forward(g.ids);  // [2, 37, 320]
+  const int64_t L = g.ids.size(1);
+  for (int64_t t : {1, 5, 16, 36}) {
+    SCOPED_TRACE("prefill " + std::to_string(t));
+    InferenceState st = m->new_state(2);
+    Tensor pre = m->forward(g.ids.slice(1, 0, t).contiguous(), &st);
+    EXPECT_TRUE(AllClose(pre, full.slice(1, 0, t), 1e-5));
+    for (int64_t i = t; i < L; ++i) {
+      Tensor step = m->forward(g.ids.slice(1, i, i + 1).contiguous(), &st);  // [2, 1, 320]
+      ASSERT_TRUE(AllClose(step, full.slice(1, i, i + 1), 1e-5)) << "position " << i;
+    }
+  }
+  // last_n = 1 with a state returns only the last position's logits.
+  InferenceState st = m->new_state(2);
+  Tensor last = m->forward(g.ids, &st, 1);
+  EXPECT_TRUE(AllClose(last, full.slice(1, L - 1, L), 1e-6));
+}
+
+// A randomly initialised Mamba-3 (no fixture needed): finite logits, and one-token decoding from an
+// empty state equals the full forward at every position (same kernel: 1e-5 of max |logit|).
+TEST(Mamba3Model, CreateForwardAndDecode) {
+  ModelConfig c;
+  c.arch = Arch::mamba3;
+  c.hf_format = false;
+  c.d_model = 32;
+  c.n_layer = 2;
+  c.vocab_size = c.vocab_size_real = 64;
+  c.d_state = 16;
+  c.headdim = 8;
+  c.d_inner = 64;
+  c.nheads = 8;
+  auto m = Model::create(c, 7);
+  Tensor ids = Tensor::from_vector(std::vector<int64_t>{3, 9, 27, 17, 51, 5, 60, 2, 33, 11}, {1, 10});
+  Tensor full = m->forward(ids);  // [1, 10, 64]
+  for (float v : full.to_vector_f32()) ASSERT_TRUE(std::isfinite(v));
+  InferenceState st = m->new_state(1);
+  for (int64_t i = 0; i < 10; ++i)
+    ASSERT_TRUE(AllClose(m->forward(ids.slice(1, i, i + 1).contiguous(), &st), full.slice(1, i, i + 1), 1e-5))
+        << "position " << i;
+  EXPECT_EQ(st.bytes(), m->state_bytes_per_sequence());
+}
+
+}  // namespace
+}  // namespace ssm
