@@ -48,8 +48,12 @@ std::shared_ptr<TensorImpl> new_impl(std::shared_ptr<Storage> st, size_t off, Sh
 }
 
 void check_shape_valid(const Shape& shape) {
-  for (int64_t d : shape)
+  int64_t acc = 1;
+  for (int64_t d : shape) {
     SSM_CHECK(d >= 0, "tensor", "negative dimension in shape " + shape_str(shape));
+    SSM_CHECK(!__builtin_mul_overflow(acc, std::max<int64_t>(d, 1), &acc) && acc <= (int64_t(1) << 48), "tensor",
+              "shape " + shape_str(shape) + " is too large");
+  }
 }
 
 // Reads element i (flat index into a contiguous buffer of dtype t) as double.
