@@ -7,6 +7,7 @@
 #include "ssm/model.h"
 #include "ssm/ops.h"
 #include "ssm/safetensors.h"
+#include "pytorch_bin_writer.h"
 #include "testing.h"
 
 using namespace ssm;
@@ -110,6 +111,23 @@ TEST(ModelLoad, ShapeMismatchNamesTensor) {
   std::string err = load_error(d);
   EXPECT_NE(err.find("backbone.layers.0.mixer.x_proj.weight"), std::string::npos) << err;
   EXPECT_NE(err.find("expected"), std::string::npos) << err;
+}
+
+// An original mamba_ssm directory (config.json + pytorch_model.bin) loads and gives the same
+// logits: the .bin is written by our own torch.save-compatible writer from the fixture's weights.
+TEST(ModelLoad, PytorchBinCheckpoint) {
+  SSM_REQUIRE_SHARED("fixtures/ssm-mamba2-tiny/golden.safetensors");
+  std::string src = ssm::testing::shared_path("fixtures/ssm-mamba2-tiny");
+  std::string d = temp_model_dir("pytorch_bin");
+  fs::copy_file(src + "/config.json", d + "/config.json");
+  auto weights = io::SafeTensors::open(src + "/model.safetensors");
+  ssm::testing::TorchCheckpointWriter w;
+  for (const auto& n : weights.names()) w.add(n, weights.get(n), true);
+  w.save(d + "/pytorch_model.bin");
+  auto model = Model::load(d);
+  auto golden = io::SafeTensors::open(src + "/golden.safetensors");
+  autograd::NoGradGuard ng;
+  EXPECT_TRUE(AllClose(model->forward(golden.get("input_ids")), golden.get("logits"), kTol));
 }
 
 TEST(ModelCreate, RandomInitIsDeterministicAndFinite) {

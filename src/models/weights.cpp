@@ -6,6 +6,7 @@
 
 #include "models/model_impl.h"
 #include "ssm/ops.h"
+#include "ssm/pytorch_bin.h"
 #include "ssm/safetensors.h"
 
 namespace ssm {
@@ -124,6 +125,12 @@ std::unique_ptr<WeightSource> open_checkpoint(const std::string& dir, const Load
     auto st = std::make_shared<io::ShardedSafeTensors>(io::ShardedSafeTensors::open(dir));
     return std::make_unique<CheckpointSource>([st](const std::string& n) { return st->has(n); },
                                               [st](const std::string& n) { return st->get(n); }, st->source(),
+                                              opts.writable);
+  }
+  if (fs::exists(d / "pytorch_model.bin")) {
+    auto pb = std::make_shared<io::PytorchBin>(io::PytorchBin::open((d / "pytorch_model.bin").string()));
+    return std::make_unique<CheckpointSource>([pb](const std::string& n) { return pb->has(n); },
+                                              [pb](const std::string& n) { return pb->get(n); }, pb->source(),
                                               opts.writable);
   }
   fail("model", "no weights in '" + dir + "': expected model.safetensors, model.safetensors.index.json or pytorch_model.bin");

@@ -86,6 +86,7 @@ void store_from_double(void* p, DType t, int64_t i, double v) {
 
 // Converts n contiguous elements between dtypes (fast paths for the common float pairs).
 void convert(void* dst, DType dt, const void* src, DType st, int64_t n) {
+  if (n == 0) return;
   if (dt == st) {
     std::memcpy(dst, src, size_t(n) * dtype_size(dt));
     return;
