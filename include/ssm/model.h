@@ -40,6 +40,7 @@ struct ModelConfig {
 
   // Reads config.json of either format (Hugging Face or mamba_ssm). Throws naming file and key.
   static ModelConfig from_json_file(const std::string& path);
+  static ModelConfig from_json_text(const std::string& text, const std::string& where);
   std::string summary() const;  // one line: arch, sizes
 };
 

@@ -163,12 +163,19 @@ ModelConfig from_mamba_ssm(const nlohmann::json& j, const std::string& where) {
 }
 }  // namespace
 
-ModelConfig ModelConfig::from_json_file(const std::string& path) {
-  nlohmann::json j = io::load_json_file(path);
+namespace {
+ModelConfig from_json(const nlohmann::json& j, const std::string& path) {
   SSM_CHECK(j.is_object(), "config", path + ": expected a JSON object");
   if (has_key(j, "model_type")) return from_hf(j, io::get_string(j, "model_type", "", path), path);
   if (has_key(j, "d_model")) return from_mamba_ssm(j, path);
   fail("config", path + ": neither a Hugging Face config (model_type) nor a mamba_ssm config (d_model)");
+}
+}  // namespace
+
+ModelConfig ModelConfig::from_json_file(const std::string& path) { return from_json(io::load_json_file(path), path); }
+
+ModelConfig ModelConfig::from_json_text(const std::string& text, const std::string& where) {
+  return from_json(io::parse_json_text(text, where), where);
 }
 
 std::string ModelConfig::summary() const {

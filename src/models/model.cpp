@@ -15,8 +15,7 @@ size_t InferenceState::bytes() const {
   return b;
 }
 
-namespace {
-std::unique_ptr<Model> build(const ModelConfig& cfg, WeightSource& src, const LoadOptions& opts) {
+std::unique_ptr<Model> build_model(const ModelConfig& cfg, WeightSource& src, const LoadOptions& opts) {
   switch (cfg.arch) {
     case Arch::mamba1:
     case Arch::falcon_mamba: return make_mamba1(cfg, src, opts);
@@ -25,7 +24,6 @@ std::unique_ptr<Model> build(const ModelConfig& cfg, WeightSource& src, const Lo
   }
   fail("model", "unknown architecture");
 }
-}  // namespace
 
 std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& opts) {
   namespace fs = std::filesystem;
@@ -36,14 +34,14 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& op
             "model", std::string("weight dtype must be f32, bf16 or f16, got ") + dtype_name(opts.weight_dtype));
   ModelConfig cfg = ModelConfig::from_json_file(cfg_path);
   auto src = open_checkpoint(dir, opts);
-  return build(cfg, *src, opts);
+  return build_model(cfg, *src, opts);
 }
 
 std::unique_ptr<Model> Model::create(const ModelConfig& cfg, uint64_t seed, DType weight_dtype) {
   LoadOptions opts;
   opts.weight_dtype = weight_dtype;
   auto src = random_init(cfg, seed, opts);
-  return build(cfg, *src, opts);
+  return build_model(cfg, *src, opts);
 }
 
 void ModelLoader::load_common(Model& m, WeightSource& src, const LoadOptions& opts) {

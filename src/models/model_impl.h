@@ -25,6 +25,11 @@ std::unique_ptr<WeightSource> open_checkpoint(const std::string& dir, const Load
 // mamba_ssm-style initialisation (see docs/reference: S4D-real A_log, inverse-softplus dt bias, ...).
 std::unique_ptr<WeightSource> random_init(const ModelConfig& cfg, uint64_t seed, const LoadOptions& opts);
 
+// Weights held by an already-parsed safetensors file (e.g. one embedded in the binary).
+std::unique_ptr<WeightSource> safetensors_source(std::shared_ptr<const void> safetensors_file);
+// Picks the architecture's factory.
+std::unique_ptr<Model> build_model(const ModelConfig& cfg, WeightSource& src, const LoadOptions& opts);
+
 // Architecture factories (one file each): build the mixers from `src`.
 std::unique_ptr<Model> make_mamba1(const ModelConfig& cfg, WeightSource& src, const LoadOptions& opts);
 std::unique_ptr<Model> make_mamba2(const ModelConfig& cfg, WeightSource& src, const LoadOptions& opts);

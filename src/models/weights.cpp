@@ -136,6 +136,12 @@ std::unique_ptr<WeightSource> open_checkpoint(const std::string& dir, const Load
   fail("model", "no weights in '" + dir + "': expected model.safetensors, model.safetensors.index.json or pytorch_model.bin");
 }
 
+std::unique_ptr<WeightSource> safetensors_source(std::shared_ptr<const void> file) {
+  auto st = std::static_pointer_cast<const io::SafeTensors>(file);
+  return std::make_unique<CheckpointSource>([st](const std::string& n) { return st->has(n); },
+                                            [st](const std::string& n) { return st->get(n); }, st->source(), false);
+}
+
 std::unique_ptr<WeightSource> random_init(const ModelConfig& cfg, uint64_t seed, const LoadOptions&) {
   return std::make_unique<RandomInit>(cfg, seed);
 }
