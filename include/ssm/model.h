@@ -25,6 +25,7 @@ struct ModelConfig {
   int64_t chunk_size = 256;
   bool d_has_hdim = false;                      // Mamba-2: D per channel instead of per head
   bool norm_before_gate = false;
+  bool gated_norm = true;                       // Mamba-2: RMSNormGated before out_proj (ssm_cfg.rmsnorm)
   bool rms_norm = true, residual_in_fp32 = true, tie_embeddings = true;
   bool conv_bias = true, proj_bias = false;
   double norm_eps = 1e-5;

@@ -141,6 +141,7 @@ ModelConfig from_mamba_ssm(const nlohmann::json& j, const std::string& where) {
     c.chunk_size = get_int(s, "chunk_size", c.arch == Arch::mamba2 ? 256 : 64, where);
     c.d_has_hdim = get_bool(s, "D_has_hdim", false, where);
     c.norm_before_gate = get_bool(s, "norm_before_gate", false, where);
+    c.gated_norm = get_bool(s, "rmsnorm", true, where);
     if (has_key(s, "d_ssm")) SSM_CHECK(false, "config", where + ": ssm_cfg.d_ssm is not supported yet");
     if (has_key(s, "dt_limit")) {
       const auto& l = s.at("dt_limit");

@@ -39,7 +39,7 @@ class Mamba2Model : public Model {
       l.dt_bias = get("dt_bias", {H}, DType::f32, K::dt_bias);
       l.A_log = get("A_log", {H}, DType::f32, K::a_log_heads);
       l.D = get("D", {c.d_has_hdim ? Di : H}, DType::f32, K::ones);
-      if (c.rms_norm) l.norm_w = get("norm.weight", {Di}, DType::f32, K::ones);
+      if (c.gated_norm) l.norm_w = get("norm.weight", {Di}, DType::f32, K::ones);
       l.out_proj = get("out_proj.weight", {c.d_model, Di}, md, K::out_proj);
       if (c.proj_bias) l.out_proj_b = get("out_proj.bias", {c.d_model}, DType::f32, K::zeros);
       layers_.push_back(l);
@@ -74,7 +74,7 @@ class Mamba2Model : public Model {
     ScanOut s = ssd_scan(a);                                    // y [B, L, H, P]
     Tensor Dv = c.d_has_hdim ? l.D.view({H, P}) : l.D.view({H, 1});
     Tensor y = add(s.y, mul(x, Dv)).view({B, L, Di});
-    if (c.rms_norm)
+    if (c.gated_norm)
       y = gated_rms_norm(y, z.contiguous(), l.norm_w, Di / G, 1e-5, c.norm_before_gate);
     else
       y = mul(y, silu(z.contiguous()));
