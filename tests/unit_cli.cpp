@@ -17,6 +17,7 @@
 #include "ssm/json_config.h"
 #include "ssm/ops.h"
 #include "ssm/safetensors.h"
+#include "ssm/embedded.h"
 #include "testing.h"
 
 namespace ssm {
@@ -282,11 +283,16 @@ TEST_F(Cli, TextGenerationStopStringsAndSeeds) {
   EXPECT_EQ(cut.out, "Hello" + gen.substr(0, gen.find(stop)) + "\n");
 }
 
-TEST_F(Cli, DefaultJobRunsTheRandomDemoModel) {
+TEST_F(Cli, DefaultJobRunsTheDefaultModel) {
   CmdResult r = ssm("");
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_NE(r.err.find("RANDOM weights"), std::string::npos);
-  EXPECT_EQ(r.out.rfind("Once upon a time", 0), 0u);
+  if (ssm::has_embedded_model()) {
+    EXPECT_NE(r.err.find("embedded shakespeare-char"), std::string::npos) << r.err;
+    EXPECT_EQ(r.out.rfind("ROMEO:", 0), 0u);
+  } else {
+    EXPECT_NE(r.err.find("RANDOM weights"), std::string::npos);
+    EXPECT_EQ(r.out.rfind("Once upon a time", 0), 0u);
+  }
   EXPECT_NE(r.err.find("eval time"), std::string::npos);
 }
 

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "command.h"
+#include "ssm/embedded.h"
 #include "ssm/generate.h"
 #include "ssm/safetensors.h"
 
@@ -27,14 +28,22 @@ struct Opts {
 
 constexpr int64_t kMaxPredict = 10'000'000;
 
-// The job a bare `ssm` runs. Until a trained model is embedded in the binary, a small Mamba with
-// random weights and the byte-level tokenizer: it exercises the whole pipeline, and says so.
+// The job a bare `ssm` runs: the character-level Shakespeare Mamba embedded in the binary
+// (recipes/shakespeare-char). A build without it falls back to random weights and says so.
 struct DefaultModel {
   std::unique_ptr<Model> model;
   Tokenizer tokenizer;
   std::string prompt;
 };
 DefaultModel default_model() {
+  if (has_embedded_model()) {
+    EmbeddedModel e = load_embedded_model();
+    std::fprintf(stderr,
+                 "note: no model given (-m DIR): using the embedded %s model (%.2f M parameters, trained by "
+                 "recipes/shakespeare-char). Pass -m DIR to run a real checkpoint.\n",
+                 e.name.c_str(), double(e.model->num_parameters()) / 1e6);
+    return {std::move(e.model), e.tokenizer, "ROMEO:\n"};
+  }
   ModelConfig c;
   c.arch = Arch::mamba1;
   c.d_model = 128;
@@ -46,9 +55,9 @@ DefaultModel default_model() {
   c.d_inner = c.expand * c.d_model;
   c.dt_rank = (c.d_model + 15) / 16;
   std::fprintf(stderr,
-               "note: no model given (-m DIR): using a small Mamba with RANDOM weights (d_model %" PRId64
-               ", %" PRId64 " layers, byte-level tokenizer), so the text below is noise. Pass -m DIR to run a "
-               "real checkpoint.\n",
+               "note: no model given (-m DIR) and this build has no embedded model: using a small Mamba with "
+               "RANDOM weights (d_model %" PRId64 ", %" PRId64 " layers, byte-level tokenizer), so the text below "
+               "is noise. Pass -m DIR to run a real checkpoint.\n",
                c.d_model, c.n_layer);
   return {Model::create(c, 1234), Tokenizer::byte_level(), "Once upon a time"};
 }
