@@ -23,7 +23,7 @@ SECONDS_EACH=${FUZZ_SECONDS:-30}
 MAX_LEN=${FUZZ_MAX_LEN:-16384}
 JOBS=${FUZZ_JOBS:-2}
 # Library code the targets link against (tensor needs autograd and the ops it dispatches to).
-LIB_DIRS=(src/base src/tensor src/autograd src/ops src/backend/cpu src/io)
+LIB_DIRS=(src/base src/tensor src/autograd src/ops src/backend/cpu src/io src/tokenizer)
 
 command -v "$CXX" >/dev/null || { echo "fuzz.sh: $CXX not found (needs clang with libFuzzer)" >&2; exit 2; }
 
