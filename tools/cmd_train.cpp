@@ -51,6 +51,7 @@ ssm::tools::Command train_cmd{
       app.add_option("--log-every", t.log_every, "print a step line every N steps")->capture_default_str();
       app.add_option("-o,--out", t.out, "output directory")->capture_default_str();
       app.add_flag("--resume", t.resume, "continue from the newest checkpoint in --out");
+      app.add_option("--stop-after", t.stop_after, "checkpoint and stop after N steps of this run (resume later)");
       app.footer(
           "Output: <out>/train.jsonl, <out>/checkpoint-*.safetensors, <out>/model/ (HF format), <out>/loss.svg.\n"
           "Ctrl-C saves a checkpoint; --resume continues bit-identically.\n\n"

@@ -24,6 +24,7 @@ struct TrainConfig {
   int64_t eval_every = 100, eval_batches = 8, sample_every = 0, ckpt_every = 200, keep_last = 2, log_every = 1;
   std::string out = "runs/train";
   bool resume = false;
+  int64_t stop_after = 0;  // > 0: checkpoint and stop after this many steps of this invocation
 };
 
 // Runs training; returns the final validation loss. Writes into cfg.out: train.jsonl (one line per

@@ -257,7 +257,8 @@ double run_training(const TrainConfig& cfg) {
   auto t0 = std::chrono::steady_clock::now();
   double val = std::nan("");
   int64_t step = start;
-  for (; step < cfg.steps && !g_stop; ++step) {
+  auto stop_early = [&] { return cfg.stop_after > 0 && step - start >= cfg.stop_after && step < cfg.steps; };
+  for (; step < cfg.steps && !g_stop && !stop_early(); ++step) {
     auto ts = std::chrono::steady_clock::now();
     double lr = cosine_lr(step, cfg.warmup, cfg.steps, cfg.lr, cfg.min_lr);
     opt.zero_grad();
@@ -316,9 +317,10 @@ double run_training(const TrainConfig& cfg) {
     if (cfg.ckpt_every > 0 && ((step + 1) % cfg.ckpt_every == 0 || last)) save_ckpt(step + 1);
   }
   std::signal(SIGINT, prev);
-  if (g_stop) {
+  if (g_stop || stop_early()) {
     save_ckpt(step);
-    std::fprintf(stderr, "interrupted: saved %s; continue with --resume\n", ckpt_name(step).c_str());
+    std::fprintf(stderr, "%s: saved %s; continue with --resume\n", g_stop ? "interrupted" : "stopped",
+                 ckpt_name(step).c_str());
     return val;
   }
   // ---- export ----
