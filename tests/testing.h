@@ -5,8 +5,12 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
+#include <vector>
 #include <string>
 
+#include "ssm/autograd.h"
+#include "ssm/ops.h"
 #include "ssm/tensor.h"
 
 namespace ssm::testing {
@@ -54,6 +58,30 @@ inline ::testing::AssertionResult AllClose(const Tensor& got, const Tensor& want
   if (s.max_abs <= bound) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << "max abs err " << s.max_abs << " > bound " << bound << " (mean abs err "
                                        << s.mean_abs << ", max |ref| " << s.ref_max << ")";
+}
+
+// f64 finite-difference check of f's gradient in every input. eps 1e-6 central differences in
+// f64: truncation O(eps^2) and rounding O(1e-16/eps) stay below 1e-7.
+inline void expect_grad(const std::function<Tensor(const std::vector<Tensor>&)>& f, std::vector<Tensor> inputs) {
+  for (auto& t : inputs) t.set_requires_grad(true);
+  auto r = autograd::grad_check(f, inputs, 1e-6, 1e-7, 1e-5);
+  EXPECT_TRUE(r.ok) << r.message << " (max abs err " << r.max_abs_err << ")";
+}
+
+// f() must throw an ssm::Error whose message contains substr.
+template <typename F> void expect_error(F f, const std::string& substr) {
+  try {
+    f();
+    ADD_FAILURE() << "expected an ssm::Error containing '" << substr << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(substr), std::string::npos) << "message: " << e.what();
+  }
+}
+
+// f() evaluated with the reference loops instead of the fast kernels.
+template <typename F> Tensor reference(F f) {
+  ReferenceKernelsGuard g(true);
+  return f();
 }
 
 }  // namespace ssm::testing

@@ -15,6 +15,9 @@ namespace ssm {
 namespace {
 
 using testing::AllClose;
+using testing::expect_error;
+using testing::expect_grad;
+using testing::reference;
 const int64_t kSizes[] = {1, 7, 33, 257, 2049};
 
 // Max over elements of |got - want| / max(|want|, floor): a per-element relative error.
@@ -28,22 +31,6 @@ double max_rel_err(const Tensor& got, const Tensor& want, double floor) {
     if (!(e <= worst)) worst = e;  // NaN mismatch counts as infinite
   }
   return worst;
-}
-
-void expect_grad(const std::function<Tensor(const std::vector<Tensor>&)>& f, std::vector<Tensor> inputs) {
-  for (auto& t : inputs) t.set_requires_grad(true);
-  // eps 1e-6 central differences in f64: truncation O(eps^2) and rounding O(1e-16/eps) stay below 1e-7.
-  auto r = autograd::grad_check(f, inputs, 1e-6, 1e-7, 1e-5);
-  EXPECT_TRUE(r.ok) << r.message << " (max abs err " << r.max_abs_err << ")";
-}
-
-template <typename F> void expect_error(F f, const std::string& substr) {
-  try {
-    f();
-    ADD_FAILURE() << "expected an ssm::Error containing '" << substr << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(substr), std::string::npos) << "message: " << e.what();
-  }
 }
 
 struct UnaryCase {

@@ -10,27 +10,10 @@ namespace ssm {
 namespace {
 
 using testing::AllClose;
+using testing::expect_error;
+using testing::expect_grad;
+using testing::reference;
 const int64_t kSizes[] = {1, 7, 33, 257, 2049};
-
-void expect_grad(const std::function<Tensor(const std::vector<Tensor>&)>& f, std::vector<Tensor> inputs) {
-  for (auto& t : inputs) t.set_requires_grad(true);
-  auto r = autograd::grad_check(f, inputs, 1e-6, 1e-7, 1e-5);  // f64 central differences
-  EXPECT_TRUE(r.ok) << r.message << " (max abs err " << r.max_abs_err << ")";
-}
-
-template <typename F> void expect_error(F f, const std::string& substr) {
-  try {
-    f();
-    ADD_FAILURE() << "expected an ssm::Error containing '" << substr << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(substr), std::string::npos) << "message: " << e.what();
-  }
-}
-
-template <typename F> Tensor reference(F f) {
-  ReferenceKernelsGuard g(true);
-  return f();
-}
 
 // Deterministic pseudo-random indices in [0, n) of the given shape.
 Tensor indices(const Shape& s, int64_t n, uint64_t seed) {
