@@ -62,8 +62,10 @@ inline ::testing::AssertionResult AllClose(const Tensor& got, const Tensor& want
 
 // f64 finite-difference check of f's gradient in every input. eps 1e-6 central differences in
 // f64: truncation O(eps^2) and rounding O(1e-16/eps) stay below 1e-7.
+// Undefined inputs (optional arguments) stay undefined.
 inline void expect_grad(const std::function<Tensor(const std::vector<Tensor>&)>& f, std::vector<Tensor> inputs) {
-  for (auto& t : inputs) t.set_requires_grad(true);
+  for (auto& t : inputs)
+    if (t.defined()) t.set_requires_grad(true);
   auto r = autograd::grad_check(f, inputs, 1e-6, 1e-7, 1e-5);
   EXPECT_TRUE(r.ok) << r.message << " (max abs err " << r.max_abs_err << ")";
 }
@@ -82,6 +84,46 @@ template <typename F> void expect_error(F f, const std::string& substr) {
 template <typename F> Tensor reference(F f) {
   ReferenceKernelsGuard g(true);
   return f();
+}
+
+using OpFn = std::function<Tensor(const std::vector<Tensor>&)>;
+
+// Forward output and input gradients of f on fresh leaf copies of `inputs` (undefined stay
+// undefined; `no_grad[i]` leaves input i without requires_grad), backpropagating a fixed random dy.
+struct RunResult {
+  Tensor out;
+  std::vector<Tensor> grads;
+};
+inline RunResult run(const OpFn& f, const std::vector<Tensor>& inputs, std::vector<bool> no_grad = {}) {
+  std::vector<Tensor> leaves;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    Tensor t = inputs[i].defined() ? inputs[i].clone() : Tensor();
+    if (t.defined() && (t.dtype() == DType::f32 || t.dtype() == DType::f64) && !(i < no_grad.size() && no_grad[i]))
+      t.set_requires_grad(true);
+    leaves.push_back(t);
+  }
+  RunResult r;
+  r.out = f(leaves);
+  r.out.backward(Tensor::randn(r.out.shape(), 99, 0, 1, r.out.dtype()));
+  for (auto& t : leaves) r.grads.push_back(t.defined() && t.requires_grad() ? t.grad() : Tensor());
+  return r;
+}
+
+// Fast f32 kernels vs reference loops on the same inputs: output and every gradient.
+inline void expect_fast_matches_reference(const OpFn& f, const std::vector<Tensor>& inputs, double rtol,
+                                          std::vector<bool> no_grad = {}) {
+  RunResult fast = run(f, inputs, no_grad), ref;
+  {
+    ReferenceKernelsGuard g(true);
+    ref = run(f, inputs, no_grad);
+  }
+  EXPECT_TRUE(AllClose(fast.out, ref.out, rtol)) << "forward";
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    ASSERT_EQ(fast.grads[i].defined(), ref.grads[i].defined()) << "input " << i;
+    if (fast.grads[i].defined()) {
+      EXPECT_TRUE(AllClose(fast.grads[i], ref.grads[i], rtol)) << "grad of input " << i;
+    }
+  }
 }
 
 }  // namespace ssm::testing

@@ -14,6 +14,11 @@ namespace ssm {
 namespace {
 
 using testing::AllClose;
+using testing::expect_error;
+using testing::expect_fast_matches_reference;
+using testing::expect_grad;
+using testing::run;
+using testing::RunResult;
 using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
 
 Tensor randn(const Shape& s, uint64_t seed, DType dt = DType::f32) { return Tensor::randn(s, seed, 0, 1, dt); }
@@ -21,41 +26,6 @@ Tensor vec(std::vector<float> v, const Shape& s) { return Tensor::from_vector(v,
 
 // y and final_state as one flat tensor, so one scalar objective covers both outputs.
 Tensor both(const Conv1dOut& o) { return concat({o.y.reshape({-1}), o.final_state.reshape({-1})}, 0); }
-
-struct RunResult {
-  Tensor out;
-  std::vector<Tensor> grads;
-};
-RunResult run(const Fn& f, const std::vector<Tensor>& inputs) {
-  std::vector<Tensor> leaves;
-  for (const auto& t : inputs) {
-    Tensor c = t.defined() ? t.clone() : Tensor();
-    if (c.defined()) c.set_requires_grad(true);
-    leaves.push_back(c);
-  }
-  RunResult r;
-  r.out = f(leaves);
-  r.out.backward(randn(r.out.shape(), 99, r.out.dtype()));
-  for (auto& t : leaves) r.grads.push_back(t.defined() ? t.grad() : Tensor());
-  return r;
-}
-
-void expect_grad_check(const Fn& f, std::vector<Tensor> inputs) {
-  for (auto& t : inputs)
-    if (t.defined()) t.set_requires_grad(true);
-  auto r = autograd::grad_check(f, inputs);
-  EXPECT_TRUE(r.ok) << r.message << " (max abs err " << r.max_abs_err << ")";
-}
-
-template <typename F>
-void expect_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "expected an ssm::Error containing '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
 
 TEST(CausalConv1d, HandComputed) {
   // D = 2 channels, W = 3, L = 2, history h = [[1, 10], [2, 20]].
@@ -148,13 +118,13 @@ TEST(CausalConv1d, GradCheckF64) {
       for (bool silu : {false, true}) {
         SCOPED_TRACE("W " + std::to_string(W) + " L " + std::to_string(L) + " silu " + std::to_string(silu));
         const int64_t B = 2, D = 3;
-        expect_grad_check(
+        expect_grad(
             [silu](const std::vector<Tensor>& in) { return both(causal_conv1d(in[0], in[1], in[2], in[3], silu)); },
             {randn({B, L, D}, 1, f64), randn({D, W}, 2, f64), randn({D}, 3, f64), randn({B, W - 1, D}, 4, f64)});
-        expect_grad_check(
+        expect_grad(
             [silu](const std::vector<Tensor>& in) { return causal_conv1d(in[0], in[1], Tensor(), Tensor(), silu).y; },
             {randn({B, L, D}, 5, f64), randn({D, W}, 6, f64)});
-        expect_grad_check(
+        expect_grad(
             [silu](const std::vector<Tensor>& in) {
               return causal_conv1d(in[0], in[1], in[2], in[3], silu).final_state;
             },

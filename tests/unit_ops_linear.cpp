@@ -12,64 +12,14 @@ namespace ssm {
 namespace {
 
 using testing::AllClose;
+using testing::expect_error;
+using testing::expect_fast_matches_reference;
+using testing::expect_grad;
+using testing::run;
+using testing::RunResult;
 using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
 
 Tensor randn(const Shape& s, uint64_t seed, DType dt = DType::f32) { return Tensor::randn(s, seed, 0, 1, dt); }
-
-// Forward output and input gradients of f on fresh leaf copies of `inputs` (undefined stay
-// undefined; `no_grad[i]` leaves input i without requires_grad), backpropagating a fixed random dy.
-struct RunResult {
-  Tensor out;
-  std::vector<Tensor> grads;
-};
-RunResult run(const Fn& f, const std::vector<Tensor>& inputs, std::vector<bool> no_grad = {}) {
-  std::vector<Tensor> leaves;
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    Tensor t = inputs[i].defined() ? inputs[i].clone() : Tensor();
-    if (t.defined() && (t.dtype() == DType::f32 || t.dtype() == DType::f64) && !(i < no_grad.size() && no_grad[i]))
-      t.set_requires_grad(true);
-    leaves.push_back(t);
-  }
-  RunResult r;
-  r.out = f(leaves);
-  r.out.backward(randn(r.out.shape(), 99, r.out.dtype()));
-  for (auto& t : leaves) r.grads.push_back(t.defined() && t.requires_grad() ? t.grad() : Tensor());
-  return r;
-}
-
-// Fast f32 kernels vs reference loops on the same inputs: output and every gradient.
-void expect_fast_matches_reference(const Fn& f, const std::vector<Tensor>& inputs, double rtol,
-                                   std::vector<bool> no_grad = {}) {
-  RunResult fast = run(f, inputs, no_grad), ref;
-  {
-    ReferenceKernelsGuard g(true);
-    ref = run(f, inputs, no_grad);
-  }
-  EXPECT_TRUE(AllClose(fast.out, ref.out, rtol)) << "forward";
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    ASSERT_EQ(fast.grads[i].defined(), ref.grads[i].defined()) << "input " << i;
-    if (fast.grads[i].defined()) {
-      EXPECT_TRUE(AllClose(fast.grads[i], ref.grads[i], rtol)) << "grad of input " << i;
-    }
-  }
-}
-
-void expect_grad_check(const Fn& f, std::vector<Tensor> inputs) {
-  for (auto& t : inputs)
-    if (t.defined()) t.set_requires_grad(true);
-  auto r = autograd::grad_check(f, inputs);
-  EXPECT_TRUE(r.ok) << r.message << " (max abs err " << r.max_abs_err << ")";
-}
-
-template <typename F>
-void expect_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "expected an ssm::Error containing '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
 
 // ---- matmul -------------------------------------------------------------------------------------
 
@@ -119,10 +69,10 @@ TEST(Matmul, GradCheckF64) {
       auto f = [&](const std::vector<Tensor>& in) { return matmul(in[0], in[1], ta, tb); };
       const int64_t M = 3, K = 4, N = 5;
       auto a = [&](uint64_t seed) { return randn(ta ? Shape{2, K, M} : Shape{2, M, K}, seed, DType::f64); };
-      expect_grad_check(f, {a(11), randn(tb ? Shape{2, N, K} : Shape{2, K, N}, 12, DType::f64)});
-      expect_grad_check(f, {a(12), randn(tb ? Shape{N, K} : Shape{K, N}, 13, DType::f64)});  // b 2-D: batch-summed
-      expect_grad_check(f, {a(13).select(0, 0).contiguous(), randn(tb ? Shape{N, K} : Shape{K, N}, 14, DType::f64)});
-      expect_grad_check(f, {randn(ta ? Shape{K, 1} : Shape{1, K}, 15, DType::f64),
+      expect_grad(f, {a(11), randn(tb ? Shape{2, N, K} : Shape{2, K, N}, 12, DType::f64)});
+      expect_grad(f, {a(12), randn(tb ? Shape{N, K} : Shape{K, N}, 13, DType::f64)});  // b 2-D: batch-summed
+      expect_grad(f, {a(13).select(0, 0).contiguous(), randn(tb ? Shape{N, K} : Shape{K, N}, 14, DType::f64)});
+      expect_grad(f, {randn(ta ? Shape{K, 1} : Shape{1, K}, 15, DType::f64),
                             randn(tb ? Shape{N, K} : Shape{K, N}, 16, DType::f64)});
     }
 }
@@ -215,9 +165,9 @@ TEST(Linear, HalfWeightsMatchWidenedF32) {
 
 TEST(Linear, GradCheckF64) {
   auto f = [](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); };
-  expect_grad_check(f, {randn({2, 3, 5}, 1, DType::f64), randn({4, 5}, 2, DType::f64), randn({4}, 3, DType::f64)});
-  expect_grad_check(f, {randn({1, 5}, 4, DType::f64), randn({4, 5}, 5, DType::f64), randn({4}, 6, DType::f64)});
-  expect_grad_check([](const std::vector<Tensor>& in) { return linear(in[0], in[1]); },
+  expect_grad(f, {randn({2, 3, 5}, 1, DType::f64), randn({4, 5}, 2, DType::f64), randn({4}, 3, DType::f64)});
+  expect_grad(f, {randn({1, 5}, 4, DType::f64), randn({4, 5}, 5, DType::f64), randn({4}, 6, DType::f64)});
+  expect_grad([](const std::vector<Tensor>& in) { return linear(in[0], in[1]); },
                     {randn({5}, 7, DType::f64), randn({3, 5}, 8, DType::f64)});
 }
 
@@ -258,7 +208,7 @@ TEST(Embedding, HandComputedAndDtypes) {
 
 TEST(Embedding, Gradients) {
   Tensor ids = Tensor::from_vector(std::vector<int64_t>{2, 0, 2, 2}, {2, 2});
-  expect_grad_check([&](const std::vector<Tensor>& in) { return embedding(in[0], ids); },
+  expect_grad([&](const std::vector<Tensor>& in) { return embedding(in[0], ids); },
                     {randn({3, 4}, 1, DType::f64)});
   // Hand check: each row's gradient is the sum of the output gradients of its occurrences.
   Tensor w = randn({3, 2}, 2);

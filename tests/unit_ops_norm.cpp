@@ -14,61 +14,17 @@ namespace ssm {
 namespace {
 
 using testing::AllClose;
+using testing::expect_error;
+using testing::expect_fast_matches_reference;
+using testing::expect_grad;
+using testing::run;
+using testing::RunResult;
 using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
 
 Tensor randn(const Shape& s, uint64_t seed, DType dt = DType::f32) { return Tensor::randn(s, seed, 0, 1, dt); }
 Tensor vec(std::vector<float> v, const Shape& s) { return Tensor::from_vector(v, s); }
 
-struct RunResult {
-  Tensor out;
-  std::vector<Tensor> grads;
-};
 // Output and input gradients of f on fresh leaf copies of `inputs`, backpropagating a fixed random dy.
-RunResult run(const Fn& f, const std::vector<Tensor>& inputs) {
-  std::vector<Tensor> leaves;
-  for (const auto& t : inputs) {
-    Tensor c = t.defined() ? t.clone() : Tensor();
-    if (c.defined()) c.set_requires_grad(true);
-    leaves.push_back(c);
-  }
-  RunResult r;
-  r.out = f(leaves);
-  r.out.backward(randn(r.out.shape(), 99, r.out.dtype()));
-  for (auto& t : leaves) r.grads.push_back(t.defined() ? t.grad() : Tensor());
-  return r;
-}
-
-void expect_fast_matches_reference(const Fn& f, const std::vector<Tensor>& inputs, double rtol) {
-  RunResult fast = run(f, inputs), ref;
-  {
-    ReferenceKernelsGuard g(true);
-    ref = run(f, inputs);
-  }
-  EXPECT_TRUE(AllClose(fast.out, ref.out, rtol)) << "forward";
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    ASSERT_EQ(fast.grads[i].defined(), ref.grads[i].defined()) << "input " << i;
-    if (fast.grads[i].defined()) {
-      EXPECT_TRUE(AllClose(fast.grads[i], ref.grads[i], rtol)) << "grad of input " << i;
-    }
-  }
-}
-
-void expect_grad_check(const Fn& f, std::vector<Tensor> inputs) {
-  for (auto& t : inputs)
-    if (t.defined()) t.set_requires_grad(true);
-  auto r = autograd::grad_check(f, inputs);
-  EXPECT_TRUE(r.ok) << r.message << " (max abs err " << r.max_abs_err << ")";
-}
-
-template <typename F>
-void expect_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "expected an ssm::Error containing '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
 
 float silu(float z) { return z / (1.f + std::exp(-z)); }
 
@@ -166,36 +122,36 @@ TEST(Norm, GradCheckF64) {
   const DType f64 = DType::f64;
   auto x = [&](uint64_t s) { return randn({2, 3, 8}, s, f64); };
   auto w = [&](uint64_t s) { return Tensor::rand({8}, s, 0.5, 1.5, f64); };
-  expect_grad_check([](const std::vector<Tensor>& in) { return rms_norm(in[0], in[1], 1e-5); }, {x(1), w(2)});
-  expect_grad_check([](const std::vector<Tensor>& in) { return layer_norm(in[0], in[1], in[2], 1e-5); },
+  expect_grad([](const std::vector<Tensor>& in) { return rms_norm(in[0], in[1], 1e-5); }, {x(1), w(2)});
+  expect_grad([](const std::vector<Tensor>& in) { return layer_norm(in[0], in[1], in[2], 1e-5); },
                     {x(3), w(4), randn({8}, 5, f64)});
-  expect_grad_check([](const std::vector<Tensor>& in) { return layer_norm(in[0], in[1], Tensor(), 1e-5); },
+  expect_grad([](const std::vector<Tensor>& in) { return layer_norm(in[0], in[1], Tensor(), 1e-5); },
                     {x(6), w(7)});
   // Both outputs of the fused add+norm carry gradient (the residual stream continues to the next block).
-  expect_grad_check(
+  expect_grad(
       [](const std::vector<Tensor>& in) {
         NormAdd r = rms_norm_add(in[0], in[1], in[2], 1e-5);
         return add(r.out, mul_scalar(r.residual, 0.7));
       },
       {x(8), x(9), w(10)});
-  expect_grad_check(
+  expect_grad(
       [](const std::vector<Tensor>& in) {
         NormAdd r = layer_norm_add(in[0], in[1], in[2], in[3], 1e-5);
         return add(r.out, mul_scalar(r.residual, 0.7));
       },
       {x(11), x(12), w(13), randn({8}, 14, f64)});
-  expect_grad_check([](const std::vector<Tensor>& in) { return rms_norm_add(in[0], Tensor(), in[1], 1e-5).out; },
+  expect_grad([](const std::vector<Tensor>& in) { return rms_norm_add(in[0], Tensor(), in[1], 1e-5).out; },
                     {x(15), w(16)});
-  expect_grad_check([](const std::vector<Tensor>& in) { return rms_norm_add(in[0], in[1], in[2], 1e-5).residual; },
+  expect_grad([](const std::vector<Tensor>& in) { return rms_norm_add(in[0], in[1], in[2], 1e-5).residual; },
                     {x(17), x(18), w(19)});
   for (int64_t group : {8, 4, 2}) {
     for (bool nbg : {false, true}) {
       SCOPED_TRACE("group " + std::to_string(group) + " norm_before_gate " + std::to_string(nbg));
-      expect_grad_check(
+      expect_grad(
           [&](const std::vector<Tensor>& in) { return gated_rms_norm(in[0], in[1], in[2], group, 1e-5, nbg); },
           {x(20), x(21), w(22)});
     }
-    expect_grad_check(
+    expect_grad(
         [&](const std::vector<Tensor>& in) { return gated_rms_norm(in[0], Tensor(), in[1], group, 1e-5); },
         {x(23), w(24)});
   }
