@@ -10,6 +10,8 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "ssm/json_config.h"
+
 #include "command.h"
 #include "ssm/autograd.h"
 #include "ssm/generate.h"
@@ -25,64 +27,6 @@ struct Opts {
   std::string model, out, dtype = "f32", format = "hf";
   bool no_verify = false;
 };
-
-const char* kInf = "__ssm_infinity__";  // written as the bare JSON token Infinity (Python's json)
-
-json num(double v) { return std::isinf(v) ? json(v > 0 ? kInf : "-Infinity") : json(v); }
-
-const char* torch_dtype(DType d) { return d == DType::bf16 ? "bfloat16" : d == DType::f16 ? "float16" : "float32"; }
-
-json hf_config(const ModelConfig& c, DType wd) {
-  SSM_CHECK(c.arch != Arch::mamba3, "convert",
-            "Hugging Face transformers has no Mamba-3 model: use --format mamba_ssm");
-  SSM_CHECK(c.rms_norm, "convert",
-            "the Hugging Face Mamba models only have RMSNorm blocks; this model uses LayerNorm (--format mamba_ssm)");
-  SSM_CHECK(!c.d_has_hdim, "convert", "D per channel (D_has_hdim) has no Hugging Face form: use --format mamba_ssm");
-  json j;
-  j["vocab_size"] = c.vocab_size;
-  j["hidden_size"] = c.d_model;
-  j["num_hidden_layers"] = c.n_layer;
-  j["state_size"] = c.d_state;
-  j["conv_kernel"] = c.d_conv;
-  j["expand"] = c.expand;
-  j["use_bias"] = c.proj_bias;
-  j["use_conv_bias"] = c.conv_bias;
-  j["layer_norm_epsilon"] = c.norm_eps;
-  j["residual_in_fp32"] = c.residual_in_fp32;
-  j["tie_word_embeddings"] = c.tie_embeddings;
-  j["bos_token_id"] = c.bos_id;
-  j["eos_token_id"] = c.eos_id;
-  j["pad_token_id"] = c.pad_id;
-  j["time_step_min"] = c.dt_min;
-  j["time_step_max"] = c.dt_max;
-  j["time_step_floor"] = c.dt_init_floor;
-  j["hidden_act"] = "silu";
-  j["torch_dtype"] = torch_dtype(wd);
-  if (c.arch == Arch::mamba2) {
-    j["architectures"] = {"Mamba2ForCausalLM"};
-    j["model_type"] = "mamba2";
-    j["head_dim"] = c.headdim;
-    j["num_heads"] = c.nheads;
-    j["n_groups"] = c.ngroups;
-    j["chunk_size"] = c.chunk_size;
-    j["rms_norm"] = c.rms_norm;
-    j["norm_before_gate"] = c.norm_before_gate;
-    j["time_step_limit"] = {num(c.dt_limit_lo), num(c.dt_limit_hi)};
-    if (c.ngroups > 1)
-      std::fprintf(stderr,
-                   "note: n_groups = %lld: ssm reads this copy with mamba_ssm's per-group gated norm; Hugging Face "
-                   "transformers' pure-PyTorch Mamba-2 path normalises over all groups at once\n",
-                   (long long)c.ngroups);
-  } else {
-    bool falcon = c.arch == Arch::falcon_mamba;
-    j["architectures"] = {falcon ? "FalconMambaForCausalLM" : "MambaForCausalLM"};
-    j["model_type"] = falcon ? "falcon_mamba" : "mamba";
-    j["intermediate_size"] = c.d_inner;
-    j["time_step_rank"] = c.dt_rank;
-    if (falcon) j["mixer_rms_eps"] = c.mixer_rms_eps;
-  }
-  return j;
-}
 
 json mamba_ssm_config(const ModelConfig& c) {
   SSM_CHECK(c.arch != Arch::falcon_mamba, "convert", "mamba_ssm has no Falcon-Mamba layer: use --format hf");
@@ -116,7 +60,7 @@ json mamba_ssm_config(const ModelConfig& c) {
     s["chunk_size"] = c.chunk_size;
     s["D_has_hdim"] = c.d_has_hdim;
     s["norm_before_gate"] = c.norm_before_gate;
-    s["dt_limit"] = {num(c.dt_limit_lo), num(c.dt_limit_hi)};
+    s["dt_limit"] = {io::json_number(c.dt_limit_lo), io::json_number(c.dt_limit_hi)};
   }
   if (c.arch == Arch::mamba3) {
     s["A_floor"] = c.a_floor;
@@ -174,7 +118,12 @@ int run(const Opts& o) {
   std::error_code ec;
   if (fs::exists(o.out, ec))
     SSM_CHECK(!fs::equivalent(o.model, o.out, ec), "convert", "-o must differ from the source directory");
-  json cfg = o.format == "hf" ? hf_config(c, lo.weight_dtype) : mamba_ssm_config(c);
+  if (o.format == "hf" && c.arch == Arch::mamba2 && c.ngroups > 1)
+    std::fprintf(stderr,
+                 "note: n_groups = %lld: ssm reads this copy with mamba_ssm's per-group gated norm; Hugging Face "
+                 "transformers' pure-PyTorch Mamba-2 path normalises over all groups at once\n",
+                 (long long)c.ngroups);
+  std::string cfg_text = o.format == "hf" ? c.to_hf_json(lo.weight_dtype) : io::dump_json(mamba_ssm_config(c)) + "\n";
 
   const std::string emb_src = c.hf_format ? "backbone.embeddings.weight" : "backbone.embedding.weight";
   const std::string emb_dst = o.format == "hf" ? "backbone.embeddings.weight" : "backbone.embedding.weight";
@@ -182,18 +131,13 @@ int run(const Opts& o) {
   size_t bytes = 0;
   for (auto [name, t] : model->named_parameters()) {
     if (name == emb_src) name = emb_dst;
-    if (t.dim() == 2 && name.ends_with("conv1d.weight"))
-      t = t.view({t.size(0), 1, t.size(1)});  // [C, W] → checkpoints' [C, 1, W]
     bytes += t.nbytes();
     tensors.emplace_back(name, t);
   }
   fs::create_directories(o.out, ec);
   SSM_CHECK(fs::is_directory(o.out), "convert", "cannot create directory '" + o.out + "'");
   io::save_safetensors((fs::path(o.out) / "model.safetensors").string(), tensors, {{"format", "pt"}});
-  std::string text = cfg.dump(2);
-  for (size_t p; (p = text.find(std::string("\"") + kInf + "\"")) != std::string::npos;)
-    text.replace(p, std::string(kInf).size() + 2, "Infinity");
-  write_text(fs::path(o.out) / "config.json", text + "\n");
+  write_text(fs::path(o.out) / "config.json", cfg_text);
   int copied = 0;
   for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"})
     if (fs::exists(fs::path(o.model) / f, ec)) {

@@ -19,6 +19,11 @@ nlohmann::json parse_json_text(const std::string& text, const std::string& where
 // "NaN", "inf", "-inf", "nan", or as {"__float__": <one of those>} (transformers 5).
 double json_float(const nlohmann::json& v, const std::string& where, const std::string& key);
 
+// The writing side of json_float: a number for JSON that keeps ±infinity. dump_json() then writes
+// it as the bare tokens Infinity / -Infinity, as Python's json module does (and json_float reads).
+nlohmann::json json_number(double v);
+std::string dump_json(const nlohmann::json& j, int indent = 2);
+
 // True when `key` is present and not null.
 bool has_key(const nlohmann::json& j, const std::string& key);
 

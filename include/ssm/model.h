@@ -43,6 +43,9 @@ struct ModelConfig {
   static ModelConfig from_json_file(const std::string& path);
   static ModelConfig from_json_text(const std::string& text, const std::string& where);
   std::string summary() const;  // one line: arch, sizes
+  // Hugging Face config.json text (Infinity written as Python's json does); throws for
+  // configurations that have no Hugging Face form (Mamba-3, LayerNorm blocks, D per channel).
+  std::string to_hf_json(DType weight_dtype = DType::f32) const;
 };
 
 // Recurrent state of a batch of sequences: one list of tensors per layer (Mamba-1/2: conv state

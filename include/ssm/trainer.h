@@ -39,7 +39,4 @@ double eval_task(const Model& model, const std::string& task, int64_t len, int64
 // Writes an SVG line plot of train and validation loss from a train.jsonl log.
 void plot_loss(const std::string& log_jsonl, const std::string& svg_path);
 
-// Hugging Face config.json text for a model configuration (inverse of ModelConfig::from_json_file).
-std::string hf_config_json(const ModelConfig& cfg);
-
 }  // namespace ssm::train

@@ -233,4 +233,24 @@ std::vector<double> get_float_list(const json& j, const std::string& key, const 
   return out;
 }
 
+namespace {
+// Placeholder strings that dump_json turns into bare tokens (no real value contains them).
+constexpr const char* kPosInf = "__ssm_json_infinity__";
+constexpr const char* kNegInf = "__ssm_json_minus_infinity__";
+}  // namespace
+
+nlohmann::json json_number(double v) {
+  if (std::isinf(v)) return nlohmann::json(v > 0 ? kPosInf : kNegInf);
+  return nlohmann::json(v);
+}
+
+std::string dump_json(const nlohmann::json& j, int indent) {
+  std::string text = j.dump(indent);
+  for (auto [from, to] : {std::pair{kPosInf, "Infinity"}, std::pair{kNegInf, "-Infinity"}}) {
+    std::string quoted = std::string("\"") + from + "\"";
+    for (size_t p; (p = text.find(quoted)) != std::string::npos;) text.replace(p, quoted.size(), to);
+  }
+  return text;
+}
+
 }  // namespace ssm::io

@@ -179,6 +179,62 @@ ModelConfig ModelConfig::from_json_text(const std::string& text, const std::stri
   return from_json(io::parse_json_text(text, where), where);
 }
 
+namespace {
+const char* torch_dtype(DType d) { return d == DType::bf16 ? "bfloat16" : d == DType::f16 ? "float16" : "float32"; }
+
+nlohmann::json hf_config(const ModelConfig& c, DType wd) {
+  SSM_CHECK(c.arch != Arch::mamba3, "config",
+            "Hugging Face transformers has no Mamba-3 model: use --format mamba_ssm");
+  SSM_CHECK(c.rms_norm, "config",
+            "the Hugging Face Mamba models only have RMSNorm blocks; this model uses LayerNorm (--format mamba_ssm)");
+  SSM_CHECK(!c.d_has_hdim, "config", "D per channel (D_has_hdim) has no Hugging Face form: use --format mamba_ssm");
+  nlohmann::json j;
+  j["vocab_size"] = c.vocab_size;
+  j["hidden_size"] = c.d_model;
+  j["num_hidden_layers"] = c.n_layer;
+  j["state_size"] = c.d_state;
+  j["conv_kernel"] = c.d_conv;
+  j["expand"] = c.expand;
+  j["use_bias"] = c.proj_bias;
+  j["use_conv_bias"] = c.conv_bias;
+  j["layer_norm_epsilon"] = c.norm_eps;
+  j["residual_in_fp32"] = c.residual_in_fp32;
+  j["tie_word_embeddings"] = c.tie_embeddings;
+  j["bos_token_id"] = c.bos_id;
+  j["eos_token_id"] = c.eos_id;
+  j["pad_token_id"] = c.pad_id;
+  j["time_step_min"] = c.dt_min;
+  j["time_step_max"] = c.dt_max;
+  j["time_step_floor"] = c.dt_init_floor;
+  j["hidden_act"] = "silu";
+  j["torch_dtype"] = torch_dtype(wd);
+  if (c.arch == Arch::mamba2) {
+    j["architectures"] = {"Mamba2ForCausalLM"};
+    j["model_type"] = "mamba2";
+    j["head_dim"] = c.headdim;
+    j["num_heads"] = c.nheads;
+    j["n_groups"] = c.ngroups;
+    j["chunk_size"] = c.chunk_size;
+    j["rms_norm"] = c.rms_norm;
+    j["norm_before_gate"] = c.norm_before_gate;
+    j["time_step_limit"] = {io::json_number(c.dt_limit_lo), io::json_number(c.dt_limit_hi)};
+  } else {
+    bool falcon = c.arch == Arch::falcon_mamba;
+    j["architectures"] = {falcon ? "FalconMambaForCausalLM" : "MambaForCausalLM"};
+    j["model_type"] = falcon ? "falcon_mamba" : "mamba";
+    j["intermediate_size"] = c.d_inner;
+    j["time_step_rank"] = c.dt_rank;
+    if (falcon) j["mixer_rms_eps"] = c.mixer_rms_eps;
+  }
+  return j;
+}
+
+}  // namespace
+
+std::string ModelConfig::to_hf_json(DType weight_dtype) const {
+  return io::dump_json(hf_config(*this, weight_dtype)) + "\n";
+}
+
 std::string ModelConfig::summary() const {
   std::ostringstream o;
   o << arch_name(arch) << " d_model=" << d_model << " n_layer=" << n_layer << " vocab=" << vocab_size

@@ -22,42 +22,6 @@ namespace ssm::train {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-std::string hf_config_json(const ModelConfig& c) {
-  json j;
-  j["model_type"] = arch_name(c.arch);
-  j["hidden_size"] = c.d_model;
-  j["num_hidden_layers"] = c.n_layer;
-  j["vocab_size"] = c.vocab_size;
-  j["state_size"] = c.d_state;
-  j["conv_kernel"] = c.d_conv;
-  j["expand"] = c.expand;
-  j["layer_norm_epsilon"] = c.norm_eps;
-  j["residual_in_fp32"] = c.residual_in_fp32;
-  j["tie_word_embeddings"] = c.tie_embeddings;
-  j["use_conv_bias"] = c.conv_bias;
-  j["use_bias"] = c.proj_bias;
-  j["time_step_min"] = c.dt_min;
-  j["time_step_max"] = c.dt_max;
-  j["time_step_floor"] = c.dt_init_floor;
-  j["bos_token_id"] = c.bos_id;
-  j["eos_token_id"] = c.eos_id;
-  j["pad_token_id"] = c.pad_id;
-  if (c.arch == Arch::mamba2) {
-    j["head_dim"] = c.headdim;
-    j["num_heads"] = c.nheads;
-    j["n_groups"] = c.ngroups;
-    j["chunk_size"] = c.chunk_size;
-    j["rms_norm"] = c.rms_norm;
-    j["norm_before_gate"] = c.norm_before_gate;
-    j["time_step_limit"] = {c.dt_limit_lo, std::isfinite(c.dt_limit_hi) ? json(c.dt_limit_hi) : json("Infinity")};
-  } else {
-    j["intermediate_size"] = c.d_inner;
-    j["time_step_rank"] = c.dt_rank;
-    if (c.arch == Arch::falcon_mamba) j["mixer_rms_eps"] = c.mixer_rms_eps;
-  }
-  SSM_CHECK(c.arch != Arch::mamba3, "config", "Mamba-3 has no Hugging Face format; export is not supported");
-  return j.dump(2);
-}
 
 namespace {
 volatile std::sig_atomic_t g_stop = 0;
@@ -203,7 +167,7 @@ double run_training(const TrainConfig& cfg) {
     const auto& meta = st.metadata();
     SSM_CHECK(meta.count("config") && meta.count("step") && meta.count("data_position"), "train",
               ckpts.back().second.string() + " is not a training checkpoint (metadata missing)");
-    SSM_CHECK(meta.at("config") == hf_config_json(mc), "train",
+    SSM_CHECK(meta.at("config") == mc.to_hf_json(), "train",
               "checkpoint " + ckpts.back().second.string() + " is for another model configuration:\n" +
                   meta.at("config"));
     std::vector<std::pair<std::string, Tensor>> opt_state;
@@ -243,7 +207,7 @@ double run_training(const TrainConfig& cfg) {
     std::vector<std::pair<std::string, Tensor>> ts;
     for (auto& [n, p] : params) ts.push_back({"param." + n, p.detach()});
     for (auto& [n, t] : opt.state()) ts.push_back({"opt." + n, t});
-    std::map<std::string, std::string> meta{{"config", hf_config_json(mc)},
+    std::map<std::string, std::string> meta{{"config", mc.to_hf_json()},
                                             {"step", std::to_string(step)},
                                             {"data_position", std::to_string(train_loader.position())},
                                             {"format", "ssm.cpp training checkpoint v1"}};
@@ -329,7 +293,7 @@ double run_training(const TrainConfig& cfg) {
   std::vector<std::pair<std::string, Tensor>> ws;
   for (auto& [n, p] : params) ws.push_back({n, p.detach()});
   io::save_safetensors((mdir / "model.safetensors").string(), ws);
-  write_text_atomic((mdir / "config.json").string(), hf_config_json(mc));
+  write_text_atomic((mdir / "config.json").string(), mc.to_hf_json());
   if (is_task) {
     // task models have no text vocabulary
   } else if (cfg.tokenizer == "byte")
