@@ -207,11 +207,17 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
     fn(0, n);
     return;
   }
-  std::function<void(int)> job = [&](int s) {
-    int64_t b = n * s / slices, e = n * (s + 1) / slices;
+  // The job captures one pointer so that std::function keeps it inline: a parallel region
+  // allocates nothing (the decode step runs hundreds per token).
+  struct Job {
+    int64_t n, slices;
+    const std::function<void(int64_t, int64_t)>* fn;
+  } jd{n, slices, &fn};
+  std::function<void(int)> job = [&jd](int s) {
+    int64_t b = jd.n * s / jd.slices, e = jd.n * (s + 1) / jd.slices;
     t_in_parallel = true;
     try {
-      if (b < e) fn(b, e);
+      if (b < e) (*jd.fn)(b, e);
     } catch (...) {
       t_in_parallel = false;
       throw;

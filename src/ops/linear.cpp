@@ -1,7 +1,8 @@
 // matmul, linear, embedding. f32 runs on OpenBLAS (sgemm, sgemv for one row/column); f64 and
-// reference mode run the loops of ops/reference/linear.h. bf16/f16 weights are read directly: an
-// AVX2 GEMV kernel for few rows (the decode case: one token against a large weight, bound by
-// memory bandwidth), else blocks of weight rows widened into an f32 scratch for sgemm.
+// reference mode run the loops of ops/reference/linear.h. linear() of a few rows (the decode case:
+// bound by the bandwidth of streaming the weight once) runs ops/matvec for f32, bf16 and f16
+// weights alike. More rows: f32 weights on sgemm; bf16 weights on the AVX-512 BF16 GEMM where the
+// CPU has it; otherwise blocks of weight rows widened into an f32 scratch for sgemm.
 #include "ops/reference/linear.h"
 
 #include <cblas.h>
@@ -14,6 +15,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "ops/matvec.h"
+#include "ops/matvec_avx512.h"
 #include "ops/op_util.h"
 
 namespace ssm {
@@ -174,79 +177,6 @@ inline float load1h(const uint16_t* p) {
   else
     return _cvtsh_ss(*p);
 }
-inline float hsum8(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-// y[r, o] = Σ_i x[r, i] · w[o, i] for a tile of NR rows of x and NO rows of w (both with row stride
-// I); y has row stride O. NR·NO·U = 8 accumulators: independent FMA chains and several weight
-// streams in flight, each weight vector widened once and used for all NR rows.
-template <bool kBf16, int NR, int NO>
-inline void dot_tile(const float* x, int64_t I, const uint16_t* w, float* y, int64_t O) {
-  constexpr int U = NR * NO >= 8 ? 1 : 8 / (NR * NO);  // vectors per step
-  __m256 acc[NR][NO][U];
-  for (int r = 0; r < NR; ++r)
-    for (int o = 0; o < NO; ++o)
-      for (int u = 0; u < U; ++u) acc[r][o][u] = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 8 * U <= I; i += 8 * U) {
-    for (int u = 0; u < U; ++u) {
-      __m256 xv[NR];
-      for (int r = 0; r < NR; ++r) xv[r] = _mm256_loadu_ps(x + r * I + i + 8 * u);
-      for (int o = 0; o < NO; ++o) {
-        const __m256 wv = load8h<kBf16>(w + o * I + i + 8 * u);
-        for (int r = 0; r < NR; ++r) acc[r][o][u] = _mm256_fmadd_ps(wv, xv[r], acc[r][o][u]);
-      }
-    }
-  }
-  for (; i + 8 <= I; i += 8) {
-    for (int o = 0; o < NO; ++o) {
-      const __m256 wv = load8h<kBf16>(w + o * I + i);
-      for (int r = 0; r < NR; ++r) acc[r][o][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + r * I + i), acc[r][o][0]);
-    }
-  }
-  for (int r = 0; r < NR; ++r) {
-    for (int o = 0; o < NO; ++o) {
-      __m256 s = acc[r][o][0];
-      for (int u = 1; u < U; ++u) s = _mm256_add_ps(s, acc[r][o][u]);
-      float v = hsum8(s);
-      for (int64_t j = i; j < I; ++j) v += load1h<kBf16>(w + o * I + j) * x[r * I + j];
-      y[r * O + o] = v;
-    }
-  }
-}
-
-// Rows [o0, o1) of y [R, O] for a group of NR rows of x starting at row r.
-template <bool kBf16, int NR, int NO>
-void gemv_group(const float* x, const uint16_t* w, float* y, int64_t I, int64_t O, int64_t r, int64_t o0, int64_t o1) {
-  int64_t o = o0;
-  for (; o + NO <= o1; o += NO) dot_tile<kBf16, NR, NO>(x + r * I, I, w + o * I, y + r * O + o, O);
-  for (; o < o1; ++o) dot_tile<kBf16, NR, 1>(x + r * I, I, w + o * I, y + r * O + o, O);
-}
-
-// y[R, O] = x[R, I] · w[O, I]ᵀ with w in bf16/f16 read directly (R small: the decode case). Each
-// thread takes a range of weight rows in chunks small enough to stay in L1 across the row groups.
-template <bool kBf16>
-void gemv_half(const float* x, const uint16_t* w, float* y, int64_t R, int64_t I, int64_t O) {
-  const int64_t grain = std::max<int64_t>(8, (int64_t(1) << 15) / std::max<int64_t>(I, 1));
-  const int64_t chunk = std::max<int64_t>(4, (int64_t(1) << 14) / std::max<int64_t>(I, 1));  // ~32 KiB of w
-  parallel_for(O, grain, [&](int64_t b, int64_t e) {
-    for (int64_t o0 = b; o0 < e; o0 += chunk) {
-      const int64_t o1 = std::min(e, o0 + chunk);
-      int64_t r = 0;
-      for (; r + 4 <= R; r += 4) gemv_group<kBf16, 4, 2>(x, w, y, I, O, r, o0, o1);
-      if (r + 2 <= R) {
-        gemv_group<kBf16, 2, 4>(x, w, y, I, O, r, o0, o1);
-        r += 2;
-      }
-      if (r < R) gemv_group<kBf16, 1, 4>(x, w, y, I, O, r, o0, o1);
-    }
-  });
-}
-
 // dst[n] = widen(src[n]) for a bf16/f16 buffer.
 template <bool kBf16>
 void widen(const uint16_t* src, float* dst, int64_t n) {
@@ -277,7 +207,22 @@ int64_t half_block_rows(int64_t I, int64_t O) {
   return std::min<int64_t>(O, std::max<int64_t>(16, (int64_t(1) << 18) / std::max<int64_t>(I, 1)));
 }
 
-constexpr int64_t kGemvMaxRows = 8;  // up to this many rows of x, half weights use gemv_half
+constexpr int64_t kGemvMaxRows = 8;  // up to this many rows of x, linear streams the weight (matvec)
+
+// y [R, O] = x [R, I] · wᵀ with bf16 w on the AVX-512 BF16 dot products: x rounded to bf16 once,
+// products summed in f32 (what PyTorch's bf16 matmul and llama.cpp's BF16 path compute).
+void bf16_linear(const float* x, int64_t R, int64_t I, const uint16_t* w, float* y, int64_t O) {
+  const int64_t Kp = (I + 1) / 2 * 2;
+  std::vector<uint16_t> xb(size_t(R * Kp));  // [R, Kp]
+  parallel_for(R, std::max<int64_t>(1, 8192 / Kp), [&](int64_t r0, int64_t r1) {
+    kernels::avx512::round_bf16(x + r0 * I, r1 - r0, I, xb.data() + r0 * Kp);
+  });
+  const int64_t strips = (O + 47) / 48, panel = kernels::bf16_gemm_panel_elems(I);
+  parallel_for(strips, 1, [&](int64_t s0, int64_t s1) {
+    std::vector<uint16_t> p(static_cast<size_t>(panel));  // this thread's packed strip
+    kernels::avx512::bf16_gemm(xb.data(), R, I, w, y, O, s0 * 48, std::min(O, s1 * 48), p.data());
+  });
+}
 
 // ---- linear ----------------------------------------------------------------------------------------
 
@@ -300,14 +245,20 @@ void linear_forward(const T* x, const Tensor& w, const Tensor& bias, T* y, int64
     return;
   }
   if constexpr (std::is_same_v<T, float>) {
+    std::vector<float> bv;
+    const float* bp = nullptr;
+    if (bias.defined()) {
+      if (bias.dtype() != DType::f32) bv = weight_as<float>(bias);
+      bp = bias.dtype() == DType::f32 ? bias.data<float>() : bv.data();
+    }
+    if (R <= kGemvMaxRows) {  // few rows (decode): stream the weight once, bias included
+      kernels::matvec_parallel(x, R, I, w.raw_data(), kernels::weight_kind(w.dtype()), bp, y, O, O);
+      return;
+    }
     if (w.dtype() == DType::f32) {
       gemm<float>(false, true, R, O, I, x, I, w.data<float>(), I, 0.f, y, O);
-    } else if (R <= kGemvMaxRows) {
-      const uint16_t* wp = static_cast<const uint16_t*>(w.raw_data());
-      if (w.dtype() == DType::bf16)
-        gemv_half<true>(x, wp, y, R, I, O);
-      else
-        gemv_half<false>(x, wp, y, R, I, O);
+    } else if (w.dtype() == DType::bf16 && kernels::have_bf16_gemm()) {
+      bf16_linear(x, R, I, static_cast<const uint16_t*>(w.raw_data()), y, O);
     } else {
       const int64_t nb = half_block_rows(I, O);
       std::vector<float> scratch(size_t(nb * I));  // [nb, I]
@@ -317,9 +268,7 @@ void linear_forward(const T* x, const Tensor& w, const Tensor& bias, T* y, int64
         gemm<float>(false, true, R, n, I, x, I, scratch.data(), I, 0.f, y + o0, O);
       }
     }
-    if (bias.defined()) {
-      std::vector<float> bv = bias.dtype() == DType::f32 ? std::vector<float>() : weight_as<float>(bias);
-      const float* bp = bias.dtype() == DType::f32 ? bias.data<float>() : bv.data();
+    if (bp) {
       parallel_for(R, std::max<int64_t>(1, 16384 / std::max<int64_t>(O, 1)), [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r)
           for (int64_t o = 0; o < O; ++o) y[r * O + o] += bp[o];

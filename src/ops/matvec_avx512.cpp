@@ -1,0 +1,217 @@
+// AVX-512 kernels of matvec.h (see matvec_avx512.h for why this file includes nothing else).
+#include "ops/matvec_avx512.h"
+
+#include <immintrin.h>
+
+namespace ssm::kernels::avx512 {
+namespace {
+
+// ---- matvec -----------------------------------------------------------------------------------------
+
+// 16 weights of kind WK (0 f32, 1 bf16, 2 f16) starting at element idx, widened to f32; the masked
+// form reads only the lanes in m (the row tail).
+template <int WK>
+inline __m512 load16(const void* w, int64_t idx) {
+  if constexpr (WK == 0) {
+    return _mm512_loadu_ps(static_cast<const float*>(w) + idx);
+  } else {
+    __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(w) + idx));
+    if constexpr (WK == 1) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return _mm512_cvtph_ps(h);
+  }
+}
+template <int WK>
+inline __m512 load16m(const void* w, int64_t idx, __mmask16 m) {
+  if constexpr (WK == 0) {
+    return _mm512_maskz_loadu_ps(m, static_cast<const float*>(w) + idx);
+  } else {
+    __m256i h = _mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(w) + idx);
+    if constexpr (WK == 1) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return _mm512_cvtph_ps(h);
+  }
+}
+template <int WK>
+constexpr int64_t kElemBytes = WK == 0 ? 4 : 2;
+
+// y[r, o..o+NO) for NR rows of x against NO consecutive weight rows (one contiguous block of NO·I
+// elements). NR·NO·U = 8 independent accumulators. The block NO rows further on is prefetched at
+// the same offsets: it is exactly the next block this thread reads.
+template <int WK, int NR, int NO>
+inline void tile(const float* x, int64_t I, const void* w, int64_t o, int64_t o_end, const float* bias, float* y,
+                 int64_t ldy) {
+  constexpr int U = NR * NO >= 8 ? 1 : 8 / (NR * NO);
+  constexpr int64_t step = 16 * U;
+  const char* wb = static_cast<const char*>(w) + o * I * kElemBytes<WK>;
+  const char* next = o + 2 * NO <= o_end ? wb + NO * I * kElemBytes<WK> : nullptr;
+  const void* wrow[NO];
+  for (int j = 0; j < NO; ++j) wrow[j] = wb + j * I * kElemBytes<WK>;
+  __m512 acc[NR][NO][U];
+  for (int r = 0; r < NR; ++r)
+    for (int j = 0; j < NO; ++j)
+      for (int u = 0; u < U; ++u) acc[r][j][u] = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + step <= I; i += step) {
+    if (next) {
+      for (int j = 0; j < NO; ++j)
+        for (int64_t b = 0; b < step * kElemBytes<WK>; b += 64)
+          _mm_prefetch(next + (j * I + i) * kElemBytes<WK> + b, _MM_HINT_T0);
+    }
+    for (int u = 0; u < U; ++u) {
+      __m512 xv[NR];
+      for (int r = 0; r < NR; ++r) xv[r] = _mm512_loadu_ps(x + r * I + i + 16 * u);
+      for (int j = 0; j < NO; ++j) {
+        const __m512 wv = load16<WK>(wrow[j], i + 16 * u);
+        for (int r = 0; r < NR; ++r) acc[r][j][u] = _mm512_fmadd_ps(wv, xv[r], acc[r][j][u]);
+      }
+    }
+  }
+  for (; i < I; i += 16) {
+    const int64_t left = I - i;
+    const __mmask16 m = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
+    for (int j = 0; j < NO; ++j) {
+      const __m512 wv = load16m<WK>(wrow[j], i, m);
+      for (int r = 0; r < NR; ++r)
+        acc[r][j][0] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + r * I + i), acc[r][j][0]);
+    }
+  }
+  for (int r = 0; r < NR; ++r) {
+    for (int j = 0; j < NO; ++j) {
+      __m512 s = acc[r][j][0];
+      for (int u = 1; u < U; ++u) s = _mm512_add_ps(s, acc[r][j][u]);
+      y[r * ldy + o + j] = _mm512_reduce_add_ps(s) + (bias ? bias[o + j] : 0.0f);
+    }
+  }
+}
+
+template <int WK, int NR, int NO>
+void rows(const float* x, int64_t I, const void* w, const float* bias, float* y, int64_t ldy, int64_t o0,
+          int64_t o1) {
+  int64_t o = o0;
+  for (; o + NO <= o1; o += NO) tile<WK, NR, NO>(x, I, w, o, o1, bias, y, ldy);
+  for (; o < o1; ++o) tile<WK, NR, 1>(x, I, w, o, o1, bias, y, ldy);
+}
+
+template <int WK>
+void matvec_t(const float* x, int64_t R, int64_t I, const void* w, const float* bias, float* y, int64_t ldy,
+              int64_t o0, int64_t o1) {
+  // With several rows of x, walk the weight rows in chunks of ~32 KiB so each chunk is read from
+  // memory once and from L1 for the other row groups.
+  int64_t chunk = (int64_t(1) << 15) / (I > 0 ? I * kElemBytes<WK> : 1);
+  chunk = R <= 1 ? o1 - o0 : (chunk < 4 ? 4 : chunk);
+  for (int64_t c0 = o0; c0 < o1; c0 += chunk) {
+    const int64_t c1 = c0 + chunk < o1 ? c0 + chunk : o1;
+    int64_t r = 0;
+    for (; r + 4 <= R; r += 4) rows<WK, 4, 2>(x + r * I, I, w, bias, y + r * ldy, ldy, c0, c1);
+    if (r + 2 <= R) {
+      rows<WK, 2, 4>(x + r * I, I, w, bias, y + r * ldy, ldy, c0, c1);
+      r += 2;
+    }
+    if (r < R) rows<WK, 1, 4>(x + r * I, I, w, bias, y + r * ldy, ldy, c0, c1);
+  }
+}
+
+// ---- bf16 GEMM ------------------------------------------------------------------------------------
+// A strip of 48 weight rows (output columns) is packed so that one k-pair of all 48 sits in three
+// vectors: lane j of vector v holds (w[n+16v+j][2p], w[n+16v+j][2p+1]), the operand layout of
+// VDPBF16PS. A micro-kernel then multiplies MR rows of x against the strip, broadcasting one k-pair
+// of each x row: MR × 3 accumulators of 16 columns.
+constexpr int kStrip = 48;
+
+void pack_strip(const uint16_t* w, int64_t K, int64_t n, int64_t ncols, uint16_t* panel) {
+  const int64_t KP = (K + 1) / 2, full = K / 2;  // pairs; the last one is half padding when K is odd
+  for (int v = 0; v < kStrip / 16; ++v) {
+    const int64_t c0 = 16 * v;
+    const int64_t valid = ncols - c0 <= 0 ? 0 : (ncols - c0 >= 16 ? 16 : ncols - c0);
+    const __mmask16 m = valid == 16 ? __mmask16(0xffff) : __mmask16((1u << valid) - 1);
+    // Element offsets (in uint16 units) of the rows of this vector; a gather with scale 2 reads the
+    // 32-bit pair at each.
+    const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                           _mm512_set1_epi32(int32_t(K)));
+    const uint16_t* base = w + (n + c0) * K;
+    for (int64_t p = 0; p < full; ++p) {
+      __m512i g = valid ? _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, base + 2 * p, 2)
+                        : _mm512_setzero_si512();
+      _mm512_storeu_si512(panel + p * 2 * kStrip + 32 * v, g);
+    }
+    if (KP > full) {  // odd K: (w[K-1], 0)
+      uint32_t tmp[16];
+      for (int j = 0; j < 16; ++j) tmp[j] = j < valid ? uint32_t(base[j * K + K - 1]) : 0u;
+      _mm512_storeu_si512(panel + full * 2 * kStrip + 32 * v, _mm512_loadu_si512(tmp));
+    }
+  }
+}
+
+template <int MR>
+void micro(const uint16_t* xb, int64_t Kp, const uint16_t* panel, float* y, int64_t ldy, int64_t ncols) {
+  const int64_t KP = Kp / 2;
+  __m512 acc[MR][3];
+  for (int m = 0; m < MR; ++m)
+    for (int v = 0; v < 3; ++v) acc[m][v] = _mm512_setzero_ps();
+  const int32_t* xr = reinterpret_cast<const int32_t*>(xb);
+  const int64_t xs = Kp / 2;  // x row stride in pairs
+  for (int64_t p = 0; p < KP; ++p) {
+    const __m512bh w0 = (__m512bh)_mm512_loadu_si512(panel + p * 96);
+    const __m512bh w1 = (__m512bh)_mm512_loadu_si512(panel + p * 96 + 32);
+    const __m512bh w2 = (__m512bh)_mm512_loadu_si512(panel + p * 96 + 64);
+    for (int m = 0; m < MR; ++m) {
+      const __m512bh xv = (__m512bh)_mm512_set1_epi32(xr[m * xs + p]);
+      acc[m][0] = _mm512_dpbf16_ps(acc[m][0], xv, w0);
+      acc[m][1] = _mm512_dpbf16_ps(acc[m][1], xv, w1);
+      acc[m][2] = _mm512_dpbf16_ps(acc[m][2], xv, w2);
+    }
+  }
+  for (int v = 0; v < 3; ++v) {
+    const int64_t left = ncols - 16 * v;
+    if (left <= 0) break;
+    const __mmask16 mk = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
+    for (int m = 0; m < MR; ++m) _mm512_mask_storeu_ps(y + m * ldy + 16 * v, mk, acc[m][v]);
+  }
+}
+
+}  // namespace
+
+bool supported() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl");
+}
+bool supported_bf16() { return supported() && __builtin_cpu_supports("avx512bf16"); }
+
+void matvec(const float* x, int64_t R, int64_t I, const void* w, int wk, const float* bias, float* y, int64_t ldy,
+            int64_t o0, int64_t o1) {
+  if (wk == 0)
+    matvec_t<0>(x, R, I, w, bias, y, ldy, o0, o1);
+  else if (wk == 1)
+    matvec_t<1>(x, R, I, w, bias, y, ldy, o0, o1);
+  else
+    matvec_t<2>(x, R, I, w, bias, y, ldy, o0, o1);
+}
+
+void round_bf16(const float* x, int64_t M, int64_t K, uint16_t* out) {
+  const int64_t Kp = (K + 1) / 2 * 2;
+  for (int64_t m = 0; m < M; ++m) {
+    const float* xr = x + m * K;
+    uint16_t* o = out + m * Kp;
+    for (int64_t k = 0; k < K; k += 16) {
+      const int64_t left = K - k;
+      const __mmask16 mk = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
+      const __m256bh b = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mk, xr + k));
+      _mm256_mask_storeu_epi16(o + k, mk, (__m256i)b);
+    }
+    if (Kp > K) o[K] = 0;
+  }
+}
+
+void bf16_gemm(const uint16_t* xb, int64_t M, int64_t K, const uint16_t* w, float* y, int64_t ldy, int64_t n0,
+               int64_t n1, uint16_t* panel) {
+  const int64_t Kp = (K + 1) / 2 * 2;
+  for (int64_t n = n0; n < n1; n += kStrip) {
+    const int64_t ncols = n1 - n < kStrip ? n1 - n : kStrip;
+    pack_strip(w, K, n, ncols, panel);
+    int64_t m = 0;
+    for (; m + 8 <= M; m += 8) micro<8>(xb + m * Kp, Kp, panel, y + m * ldy + n, ldy, ncols);
+    for (; m + 4 <= M; m += 4) micro<4>(xb + m * Kp, Kp, panel, y + m * ldy + n, ldy, ncols);
+    for (; m < M; ++m) micro<1>(xb + m * Kp, Kp, panel, y + m * ldy + n, ldy, ncols);
+  }
+}
+
+}  // namespace ssm::kernels::avx512
