@@ -55,6 +55,30 @@ TEST_P(ModelParity, DecodeEqualsPrefill) {
   }
 }
 
+// The fused decode step (Model::step) from the same prefill, and from an empty state.
+TEST_P(ModelParity, FusedStepEqualsPrefill) {
+  std::string rel = std::string("fixtures/") + GetParam();
+  SSM_REQUIRE_SHARED(rel + "/golden.safetensors");
+  auto model = Model::load(ssm::testing::shared_path(rel));
+  auto golden = io::SafeTensors::open(ssm::testing::shared_path(rel + "/golden.safetensors"));
+  autograd::NoGradGuard ng;
+  Tensor ids = golden.get("input_ids");  // [2, 37]
+  Tensor full = model->forward(ids);     // [2, 37, V]
+  const int64_t B = ids.size(0), L = ids.size(1), V = full.size(2);
+  const std::vector<int64_t> idv = ids.to_vector_i64();
+  for (int64_t start : {int64_t(0), int64_t(5)}) {
+    InferenceState st = model->new_state(B);
+    if (start > 0) model->forward(ids.slice(1, 0, start).contiguous(), &st, 1);
+    std::vector<int64_t> tok(static_cast<size_t>(B));
+    for (int64_t t = start; t < L; ++t) {
+      for (int64_t b = 0; b < B; ++b) tok[size_t(b)] = idv[size_t(b * L + t)];
+      const Tensor& lg = model->step(tok, st);  // [B, V]
+      ASSERT_TRUE(AllClose(lg.view({B, 1, V}), full.slice(1, t, t + 1).contiguous(), kTol))
+          << "position " << t << " after a prefill of " << start;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, ModelParity,
                          ::testing::Values("hf-mamba1-tiny", "hf-mamba2-tiny", "hf-falcon-mamba-tiny",
                                            "ssm-mamba1-tiny", "ssm-mamba2-tiny"),

@@ -130,7 +130,7 @@ ssm::tools::Command cmd{
         std::vector<int64_t> prompt(size_t(std::max<int64_t>(o->n_prompt, 1)));
         for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = int64_t((i * 7919 + 13) % size_t(c.vocab_size_real));
         ssm::Tensor ids = ssm::Tensor::from_vector(prompt, {1, int64_t(prompt.size())});
-        ssm::Tensor one = ssm::Tensor::from_vector(std::vector<int64_t>{1}, {1, 1});
+        const int64_t one[1] = {1};
         for (int64_t r = -1; r < o->reps; ++r) {  // r = -1 is a warm-up run
           ssm::InferenceState st = model->new_state(1);
           if (o->n_prompt > 0) {
@@ -141,7 +141,7 @@ ssm::tools::Command cmd{
           }
           if (o->n_gen > 0) {
             auto t0 = Clock::now();
-            for (int64_t k = 0; k < o->n_gen; ++k) model->forward(one, &st, 1);
+            for (int64_t k = 0; k < o->n_gen; ++k) model->step(one, st);  // the fused decode step
             double s = std::chrono::duration<double>(Clock::now() - t0).count();
             if (r >= 0) tg.push_back(double(o->n_gen) / s);
           }

@@ -3,6 +3,7 @@
 #pragma once
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -48,12 +49,17 @@ struct ModelConfig {
   std::string to_hf_json(DType weight_dtype = DType::f32) const;
 };
 
+struct DecodeScratch;  // the buffers of Model::step
+
 // Recurrent state of a batch of sequences: one list of tensors per layer (Mamba-1/2: conv state
 // [B, W-1, C] and SSM state [B, D, N] / [B, H, P, N]; Mamba-3 its own). Undefined = zeros.
 struct InferenceState {
   int64_t batch = 0;
   std::vector<std::vector<Tensor>> layers;
-  size_t bytes() const;
+  // Model::step's buffers and constants derived from the weights, made by its first call on this
+  // state (so a state must not outlive a change of the model's weights).
+  std::shared_ptr<DecodeScratch> scratch;
+  size_t bytes() const;  // the recurrent state only
 };
 
 struct LoadOptions {
@@ -82,6 +88,11 @@ class Model {
   Tensor forward(const Tensor& ids, InferenceState* state = nullptr, int64_t last_n = 0,
                  std::vector<Tensor>* hidden = nullptr) const;
   InferenceState new_state(int64_t batch) const;
+  // Decodes one token per sequence of `state` (ids[b] for b < state.batch) and returns its logits,
+  // f32 [B, V], held by the state until its next step. The same as forward() of the token with the
+  // state, fused: after the first call on a state it allocates nothing (Mamba-1/2; Mamba-3 runs
+  // its parallel mixer). The state tensors are updated in place.
+  const Tensor& step(std::span<const int64_t> ids, InferenceState& state) const;
 
   // Parameters with their checkpoint names, in a stable order.
   std::vector<std::pair<std::string, Tensor>> named_parameters() const;
@@ -93,6 +104,10 @@ class Model {
   explicit Model(ModelConfig cfg) : cfg_(std::move(cfg)) {}
   // One mixer over h [B, L, d_model]; reads/writes `layer_state` when non-null.
   virtual Tensor mixer(int64_t layer, const Tensor& h, std::vector<Tensor>* layer_state) const = 0;
+  // One token through mixer `layer` for B sequences: h [B, d_model] → out [B, d_model], the layer's
+  // state updated in place. The default runs mixer() on a one-token sequence.
+  virtual void mixer_step(int64_t layer, const float* h, float* out, int64_t B, std::vector<Tensor>& layer_state,
+                          DecodeScratch& scratch) const;
   virtual size_t mixer_state_bytes() const = 0;
   virtual size_t mixer_state_count() const = 0;
 

@@ -1,6 +1,10 @@
 // Mamba-1 mixer (mamba_ssm `Mamba`, HF `MambaMixer`) and Falcon-Mamba (the same with weightless
 // RMS norms on dt, B and C). docs: shared/docs/reference/mamba.md §1.
+#include <cmath>
+
+#include "models/decode.h"
 #include "models/model_impl.h"
+#include "ops/rows.h"
 #include "ssm/ops.h"
 
 namespace ssm {
@@ -85,6 +89,67 @@ class Mamba1Model : public Model {
       (*st)[1] = s.final_state.detach();
     }
     return linear(s.y, l.out_proj, l.out_proj_b);        // [B, L, dm]
+  }
+  // The same layer for one token, fused: in_proj, conv update, x_proj, (Falcon norms), dt_proj + SSM
+  // update + gate per channel, out_proj; four parallel regions, no allocation.
+  void mixer_step(int64_t li, const float* h, float* out, int64_t B, std::vector<Tensor>& st,
+                  DecodeScratch& ws) const override {
+    const auto& c = cfg_;
+    const Mamba1Layer& l = layers_[size_t(li)];
+    const int64_t Di = c.d_inner, N = c.d_state, R = c.dt_rank, W = c.d_conv, E = R + 2 * N;
+    float* xz = ws.buf(0, B * 2 * Di);  // [B, 2Di]: x, z
+    float* xs = ws.buf(1, B * Di);      // [B, Di] conv output
+    float* xdbl = ws.buf(2, B * E);     // [B, R + 2N]: dt, B, C
+    float* delta = ws.buf(3, B * Di);
+    float* y = ws.buf(4, B * Di);
+    float* conv = decode::state_buffer(st[0], {B, W - 1, Di});
+    float* ssm = decode::state_buffer(st[1], {B, Di, N});
+    if (ws.cached.size() < size_t(c.n_layer)) ws.cached.resize(size_t(c.n_layer));
+    std::vector<float>& A = ws.cached[size_t(li)];  // -exp(A_log) [Di, N]
+    if (A.empty()) {
+      const float* a = l.A_log.data<float>();
+      for (int64_t i = 0; i < Di * N; ++i) A.push_back(-std::exp(a[i]));
+    }
+    decode::linear(h, B, l.in_proj, l.in_proj_b, xz);
+    decode::conv_step(xz, 2 * Di, conv, l.conv_w.data<float>(), l.conv_b.defined() ? l.conv_b.data<float>() : nullptr,
+                      xs, B, Di, W, true);
+    decode::linear(xs, B, l.x_proj, Tensor(), xdbl);
+    if (c.arch == Arch::falcon_mamba) {  // weightless RMS norms of dt, B and C, in place
+      const float eps = float(c.mixer_rms_eps);
+      for (int64_t b = 0; b < B; ++b) {
+        float* r = xdbl + b * E;
+        kernels::rms_norm_row(r, nullptr, ones_r_.data<float>(), r, R, R, eps, false, nullptr);
+        kernels::rms_norm_row(r + R, nullptr, ones_n_.data<float>(), r + R, N, N, eps, false, nullptr);
+        kernels::rms_norm_row(r + R + N, nullptr, ones_n_.data<float>(), r + R + N, N, N, eps, false, nullptr);
+      }
+    }
+    struct Args {
+      const Mamba1Layer* l;
+      const float *xz, *xs, *xdbl, *A;
+      float *ssm, *y, *delta;
+      int64_t B, Di, N, R, E;
+    } a{&l, xz, xs, xdbl, A.data(), ssm, y, delta, B, Di, N, R, E};
+    parallel_for(Di, 64, [&a](int64_t d0, int64_t d1) {
+      for (int64_t b = 0; b < a.B; ++b) {
+        const float* dbl = a.xdbl + b * a.E;
+        decode::Mamba1Step s{dbl,
+                             a.l->dt_proj.data<float>(),
+                             a.l->dt_proj_b.data<float>(),
+                             a.A,
+                             dbl + a.R,
+                             dbl + a.R + a.N,
+                             a.l->D.data<float>(),
+                             a.xs + b * a.Di,
+                             a.xz + b * 2 * a.Di + a.Di,
+                             a.ssm + b * a.Di * a.N,
+                             a.y + b * a.Di,
+                             a.delta + b * a.Di,
+                             a.R,
+                             a.N};
+        decode::mamba1_scan_step(s, d0, d1);
+      }
+    });
+    decode::linear(y, B, l.out_proj, l.out_proj_b, out);
   }
   size_t mixer_state_count() const override { return 2; }
   size_t mixer_state_bytes() const override {

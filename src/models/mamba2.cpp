@@ -1,7 +1,10 @@
 // Mamba-2 mixer (mamba_ssm `Mamba2`, HF `Mamba2Mixer`). docs: shared/docs/reference/mamba.md §3.
 #include <cmath>
 
+#include "models/decode.h"
 #include "models/model_impl.h"
+#include "ops/rows.h"
+#include "ops/scan_common.h"
 #include "ssm/ops.h"
 
 namespace ssm {
@@ -83,6 +86,62 @@ class Mamba2Model : public Model {
       (*st)[1] = s.final_state.detach();
     }
     return linear(y, l.out_proj, l.out_proj_b);  // [B, L, dm]
+  }
+  // The same layer for one token, fused: in_proj, conv update, dt, SSD state update per head,
+  // gated norm, out_proj; three parallel regions, no allocation.
+  void mixer_step(int64_t li, const float* h, float* out, int64_t B, std::vector<Tensor>& st,
+                  DecodeScratch& ws) const override {
+    const auto& c = cfg_;
+    const Mamba2Layer& l = layers_[size_t(li)];
+    const int64_t Di = c.d_inner, N = c.d_state, G = c.ngroups, H = c.nheads, P = c.headdim, W = c.d_conv;
+    const int64_t conv_dim = Di + 2 * G * N, E = 2 * Di + 2 * G * N + H;
+    float* zx = ws.buf(0, B * E);          // [B, E]: z, xBC, dt
+    float* xbc = ws.buf(1, B * conv_dim);  // [B, conv_dim] conv output: x, B, C
+    float* dt = ws.buf(2, B * H);
+    float* y = ws.buf(3, B * Di);
+    float* yn = ws.buf(4, B * Di);
+    float* conv = decode::state_buffer(st[0], {B, W - 1, conv_dim});
+    float* ssm = decode::state_buffer(st[1], {B, H, P, N});
+    if (ws.cached.size() < size_t(c.n_layer)) ws.cached.resize(size_t(c.n_layer));
+    std::vector<float>& A = ws.cached[size_t(li)];  // -exp(A_log) [H]
+    if (A.empty())
+      for (int64_t i = 0; i < H; ++i) A.push_back(-std::exp(l.A_log.data<float>()[i]));
+    decode::linear(h, B, l.in_proj, l.in_proj_b, zx);
+    decode::conv_step(zx + Di, E, conv, l.conv_w.data<float>(), l.conv_b.defined() ? l.conv_b.data<float>() : nullptr,
+                      xbc, B, conv_dim, W, true);
+    const bool clamp = c.dt_limit_lo > 0 || std::isfinite(c.dt_limit_hi);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < H; ++i) {
+        float v = detail::scan::softplus_s(zx[b * E + 2 * Di + 2 * G * N + i] + l.dt_bias.data<float>()[i]);
+        if (clamp) v = std::min(std::max(v, float(c.dt_limit_lo)), float(c.dt_limit_hi));
+        dt[b * H + i] = v;
+      }
+    struct Args {
+      const Mamba2Layer* l;
+      const float *xbc, *dt, *A;
+      float *ssm, *y;
+      int64_t B, Di, G, H, P, N, conv_dim;
+      bool d_per_channel;
+    } a{&l, xbc, dt, A.data(), ssm, y, B, Di, G, H, P, N, conv_dim, c.d_has_hdim};
+    parallel_for(H, 1, [&a](int64_t h0, int64_t h1) {
+      for (int64_t b = 0; b < a.B; ++b) {
+        const float* xb = a.xbc + b * a.conv_dim;
+        decode::Mamba2Step s{a.dt + b * a.H, a.A, xb, xb + a.Di, xb + a.Di + a.G * a.N, a.l->D.data<float>(),
+                             a.ssm + b * a.H * a.P * a.N, a.y + b * a.Di, a.P, a.N, a.H / a.G, a.d_per_channel};
+        decode::mamba2_scan_step(s, h0, h1);
+      }
+    });
+    for (int64_t b = 0; b < B; ++b) {
+      const float* z = zx + b * E;
+      float* yb = y + b * Di;
+      if (c.gated_norm) {
+        kernels::rms_norm_row(yb, z, l.norm_w.data<float>(), yn + b * Di, Di, Di / G, 1e-5, c.norm_before_gate,
+                              ws.tmp.data());
+      } else {
+        for (int64_t i = 0; i < Di; ++i) yn[b * Di + i] = yb[i] * z[i] / (1.f + std::exp(-z[i]));
+      }
+    }
+    decode::linear(yn, B, l.out_proj, l.out_proj_b, out);
   }
   size_t mixer_state_count() const override { return 2; }
   size_t mixer_state_bytes() const override {

@@ -11,6 +11,7 @@
 
 #include "ops/fast_math.h"
 #include "ops/op_util.h"
+#include "ops/rows.h"
 
 namespace ssm {
 namespace {
@@ -59,31 +60,43 @@ float vdot(const float* a, const float* b, int64_t n) {
   return s;
 }
 
+}  // namespace
+
+void kernels::rms_norm_row(const float* x, const float* z, const float* w, float* y, int64_t C, int64_t group,
+                           double eps, bool norm_before_gate, float* tmp) {
+  const float* v = x;
+  if (z && !norm_before_gate) {
+    for (int64_t c = 0; c < C; ++c) tmp[c] = x[c] * z[c] * fm::sigmoid(z[c]);
+    v = tmp;
+  }
+  for (int64_t g0 = 0; g0 < C; g0 += group) {
+    const float rs = 1.f / std::sqrt(float(double(vdot(v + g0, v + g0, group)) / double(group) + eps));
+    for (int64_t c = g0; c < g0 + group; ++c) y[c] = v[c] * rs * w[c];
+  }
+  if (z && norm_before_gate)
+    for (int64_t c = 0; c < C; ++c) y[c] *= z[c] * fm::sigmoid(z[c]);
+}
+
+void kernels::layer_norm_row(const float* x, const float* w, const float* b, float* y, int64_t C, double eps,
+                             float* tmp) {
+  const float mu = vsum(x, C) / float(C);
+  for (int64_t c = 0; c < C; ++c) tmp[c] = x[c] - mu;
+  const float rs = 1.f / std::sqrt(float(double(vdot(tmp, tmp, C)) / double(C) + eps));
+  for (int64_t c = 0; c < C; ++c) y[c] = tmp[c] * rs * w[c] + (b ? b[c] : 0.f);
+}
+
+namespace {
+
 // Rows per task for a row-parallel kernel over rows of C channels.
 int64_t row_grain(int64_t C) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(C, 1)); }
 
 void rms_forward_f32(const NormSpec& s, const float* x, const float* z, const float* w, float* y, int64_t R,
                      int64_t C) {
-  const int64_t G = s.group;
-  const bool pre_gate = z && !s.norm_before_gate, post_gate = z && s.norm_before_gate;
   parallel_for(R, row_grain(C), [&](int64_t r0, int64_t r1) {
-    std::vector<float> v(static_cast<size_t>(C));  // [C] the normalised input of one row
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* xr = x + r * C;
-      const float* zr = z ? z + r * C : nullptr;
-      float* yr = y + r * C;
-      const float* vr = xr;
-      if (pre_gate) {
-        for (int64_t c = 0; c < C; ++c) v[size_t(c)] = xr[c] * zr[c] * fm::sigmoid(zr[c]);
-        vr = v.data();
-      }
-      for (int64_t g0 = 0; g0 < C; g0 += G) {
-        const float rs = 1.f / std::sqrt(float(double(vdot(vr + g0, vr + g0, G)) / double(G) + s.eps));
-        for (int64_t c = g0; c < g0 + G; ++c) yr[c] = vr[c] * rs * w[c];
-      }
-      if (post_gate)
-        for (int64_t c = 0; c < C; ++c) yr[c] *= zr[c] * fm::sigmoid(zr[c]);
-    }
+    std::vector<float> v(static_cast<size_t>(C));  // [C] the gated input of one row
+    for (int64_t r = r0; r < r1; ++r)
+      kernels::rms_norm_row(x + r * C, z ? z + r * C : nullptr, w, y + r * C, C, s.group, s.eps, s.norm_before_gate,
+                            v.data());
   });
 }
 
@@ -91,14 +104,7 @@ void layer_forward_f32(const NormSpec& s, const float* x, const float* w, const 
                        int64_t C) {
   parallel_for(R, row_grain(C), [&](int64_t r0, int64_t r1) {
     std::vector<float> xc(static_cast<size_t>(C));  // [C] centred row
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* xr = x + r * C;
-      float* yr = y + r * C;
-      const float mu = vsum(xr, C) / float(C);
-      for (int64_t c = 0; c < C; ++c) xc[size_t(c)] = xr[c] - mu;
-      const float rs = 1.f / std::sqrt(float(double(vdot(xc.data(), xc.data(), C)) / double(C) + s.eps));
-      for (int64_t c = 0; c < C; ++c) yr[c] = xc[size_t(c)] * rs * w[c] + (b ? b[c] : 0.f);
-    }
+    for (int64_t r = r0; r < r1; ++r) kernels::layer_norm_row(x + r * C, w, b, y + r * C, C, s.eps, xc.data());
   });
 }
 

@@ -236,8 +236,7 @@ GenerateResult Generator::generate(const std::vector<std::vector<int32_t>>& prom
     }
     live.swap(next_live);
     const int64_t B = int64_t(live.size());
-    Tensor ids = Tensor::from_vector(next_ids, {B, 1});                              // [B, 1]
-    Tensor lg = model_.forward(ids, &state, 1).to(DType::f32).contiguous();         // [B, 1, V]
+    const Tensor& lg = model_.step(next_ids, state);  // [B, V], allocation-free after the first step
     std::copy_n(lg.data<float>(), B * V, logits.begin());
     res.timings.eval_ms += ms_since(t0);
     ++res.timings.eval_runs;
