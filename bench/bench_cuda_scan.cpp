@@ -6,6 +6,9 @@
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
 
+#include <map>
+#include <tuple>
+
 #include "ssm/autograd.h"
 #include "ssm/ops.h"
 
@@ -31,7 +34,17 @@ struct Events {
   }
 };
 
+// Inputs on the GPU, made once per shape (drawing them on the CPU takes seconds) and shared by the
+// forward and forward + backward runs and the repetitions.
 SelectiveScanArgs make_args(int64_t B, int64_t D, int64_t L, int64_t N, DType act, bool grad) {
+  static std::map<std::tuple<int64_t, int64_t, int64_t, DType>, SelectiveScanArgs> cache;
+  auto key = std::make_tuple(B, D, L, act);
+  auto hit = cache.find(key);
+  if (hit != cache.end()) {
+    SelectiveScanArgs a = hit->second;
+    for (Tensor* t : {&a.u, &a.delta, &a.A, &a.B, &a.C, &a.D, &a.z, &a.delta_bias}) t->set_requires_grad(grad);
+    return a;
+  }
   auto gpu = [&](Tensor t, bool is_act) {
     t = (is_act ? t.to(act) : t).to(Device::cuda);
     if (grad) t.set_requires_grad(true);
@@ -47,6 +60,7 @@ SelectiveScanArgs make_args(int64_t B, int64_t D, int64_t L, int64_t N, DType ac
   a.z = gpu(Tensor::randn({B, L, D}, 7), true);
   a.delta_bias = gpu(Tensor::randn({D}, 8, 0, 0.1), false);
   a.delta_softplus = true;
+  cache[key] = a;
   return a;
 }
 
@@ -56,7 +70,9 @@ void BM_cuda_selective_scan(benchmark::State& st) {
   const DType act = st.range(3) ? DType::bf16 : DType::f32;
   const bool bwd = st.range(4) != 0;
   SelectiveScanArgs a = make_args(B, D, L, 16, act, bwd);
-  Tensor dy = Tensor::randn({B, L, D}, 9).to(act).to(Device::cuda);
+  static std::map<std::tuple<int64_t, int64_t, int64_t, DType>, Tensor> dys;
+  Tensor& dy = dys[std::make_tuple(B, D, L, act)];
+  if (!dy.defined()) dy = Tensor::randn({B, L, D}, 9).to(act).to(Device::cuda);
   auto once = [&] {
     if (!bwd) {
       autograd::NoGradGuard ng;

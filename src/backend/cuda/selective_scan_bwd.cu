@@ -21,6 +21,28 @@ inline size_t bwd_smem_floats(int bc_slots) {
   return 3 * kThreads + 2 * size_t(bc_slots) * kBCSlot + 4 * kCh * kSlab + kSubs * kThreads;
 }
 
+// The tile schedule: per chunk, last chunk first, the forward tiles 0 .. tiles-2 (states at the
+// tile starts, into shared memory), then the chunk's tiles in reverse.
+__device__ inline int chunk_tiles(int64_t L, int64_t ci) {
+  const int64_t cs = ci * kScanCkpt;
+  return int((min(L, cs + kScanCkpt) - cs + kTile - 1) / kTile);
+}
+struct Visit {
+  int64_t ci;  // chunk; -1 past the end
+  bool fwd;
+  int j;  // tile in the chunk
+  __device__ int64_t t0() const { return ci * kScanCkpt + int64_t(j) * kTile; }
+  __device__ bool entry(int64_t L) const { return j == 0 && (fwd || chunk_tiles(L, ci) == 1); }
+};
+__device__ inline Visit chunk_start(int64_t L, int64_t ci) { return {ci, chunk_tiles(L, ci) > 1, 0}; }
+__device__ inline Visit first_visit(int64_t L, int64_t nck) { return chunk_start(L, nck - 1); }
+__device__ inline Visit next_visit(const Visit& v, int64_t L) {
+  const int tiles = chunk_tiles(L, v.ci);
+  if (v.fwd) return v.j + 2 < tiles ? Visit{v.ci, true, v.j + 1} : Visit{v.ci, false, tiles - 1};
+  if (v.j > 0) return {v.ci, false, v.j - 1};
+  return v.ci > 0 ? chunk_start(L, v.ci - 1) : Visit{-1, false, 0};
+}
+
 struct BwdOut {
   float *dB, *dC;  // fp32 accumulators [B, L, G, N]
 };
@@ -58,30 +80,28 @@ __global__ void __launch_bounds__(kThreads) bwd_kernel(ScanBwdArgs g, BwdOut o, 
   const int64_t de = blk.d0 + q;
   const float bias = de < D && a.delta_bias ? a.delta_bias[de] : 0.f;
   const float Dv = de < D && a.D ? a.D[de] : 0.f;
-  const T* z = static_cast<const T*>(a.z);
-  const T* dy = static_cast<const T*>(g.dy);
   float dD = 0, dbias = 0;
 
-  for (int64_t ci = nck - 1; ci >= 0; --ci) {
-    const int64_t cs = ci * kScanCkpt;
-    const int tiles = int((min(L, cs + kScanCkpt) - cs + kTile - 1) / kTile);
-    float h = live ? a.ckpt[((blk.b * nck + ci) * D + ds) * N + n] : 0.f;
-    for (int j = 0; j < tiles; ++j) {  // states at the tile starts
-      s_sub[j * kThreads + threadIdx.x] = h;
-      if (j + 1 == tiles) break;
-      const Elem e = load_elem<T>(a, blk, cs + j * kTile, bias);
-      stage_tile<T>(a, blk, cs + j * kTile, e, s_dt, s_du, s_B, s_C);
+  Visit v = first_visit(L, nck);
+  Raw<T> w;
+  fetch(a, blk, v.t0(), g.dy, w);
+  while (v.ci >= 0) {
+    const int64_t t0 = v.t0();
+    const int j = v.j;
+    const Visit nx = next_visit(v, L);
+    if (v.entry(L)) s_sub[threadIdx.x] = live ? a.ckpt[((blk.b * nck + v.ci) * D + ds) * N + n] : 0.f;
+    const Elem e = make_elem(a, blk, t0, bias, w);
+    stage_tile(a, blk, t0, e, w, s_dt, s_du, s_B, s_C);
+    if (nx.ci >= 0) fetch(a, blk, nx.t0(), g.dy, w);
+    __syncthreads();
+    if (v.fwd) {  // the state at the next tile start
+      s_sub[(j + 1) * kThreads + threadIdx.x] =
+          scan_tile(s_sub[j * kThreads + threadIdx.x], A2, dtc, duc, Bs, Cs, [](int, float, float, float) {});
       __syncthreads();
-      h = scan_tile(h, A2, dtc, duc, Bs, Cs, [](int, float, float, float) {});
-      __syncthreads();
+      v = nx;
+      continue;
     }
-    for (int j = tiles - 1; j >= 0; --j) {
-      const int64_t t0 = cs + j * kTile;
-      const Elem e = load_elem<T>(a, blk, t0, bias);
-      const float zz = e.ok && z ? to_f(z[e.i]) : 0.f;
-      const float gy = e.ok && dy ? to_f(dy[e.i]) : 0.f;
-      stage_tile<T>(a, blk, t0, e, s_dt, s_du, s_B, s_C);
-      __syncthreads();
+    {
       // Recompute the tile: states and decays in registers, y partials to shared memory.
       const float h0 = s_sub[j * kThreads + threadIdx.x];
       float hs[kTile], as[kTile];
@@ -92,13 +112,13 @@ __global__ void __launch_bounds__(kThreads) bwd_kernel(ScanBwdArgs g, BwdOut o, 
       });
       __syncthreads();
       // Gate: g = dy · silu(z), dz = dy · y_pre · σ(z) (1 + z (1 − σ(z))).
-      float gg = gy;
+      float gg = e.dy;
       if (e.ok) {
         const float ypre = sum_states(s_p1) + Dv * e.u;
-        if (z) {
-          const float sg = sigmoid(zz);
-          static_cast<T*>(g.dz)[e.i] = from_f<T>(gy * ypre * sg * (1.f + zz * (1.f - sg)));
-          gg = gy * zz * sg;
+        if (a.z) {
+          const float sg = sigmoid(e.z);
+          static_cast<T*>(g.dz)[e.i] = from_f<T>(e.dy * ypre * sg * (1.f + e.z * (1.f - sg)));
+          gg = e.dy * e.z * sg;
         }
         dD += gg * e.u;
       }
@@ -150,6 +170,7 @@ __global__ void __launch_bounds__(kThreads) bwd_kernel(ScanBwdArgs g, BwdOut o, 
       }
       __syncthreads();
     }
+    v = nx;
   }
   if (live) {
     g.dh0[(blk.b * D + ds) * N + n] = lam;

@@ -63,23 +63,51 @@ struct Block {
   }
 };
 
+// One thread's global loads for a tile, issued a tile ahead of use (their latency overlaps the
+// current tile's work): element (step r, channel q) of u, delta, z, dy, and, when the block's
+// channels share one group, element (step r, state q) of B and C.
+template <typename T>
+struct Raw {
+  T u{}, delta{}, z{}, dy{}, b{}, c{};
+};
+template <typename T>
+__device__ inline void fetch(const ScanFwdArgs& a, const Block& blk, int64_t t0, const void* dy, Raw<T>& w) {
+  const int r = threadIdx.x / kCh, q = threadIdx.x % kCh;
+  const int64_t t = t0 + r, d = blk.d0 + q;
+  w = Raw<T>{};
+  if (t < a.L && d < a.dim) {
+    const int64_t i = (blk.b * a.L + t) * a.dim + d;
+    w.u = static_cast<const T*>(a.u)[i];
+    w.delta = static_cast<const T*>(a.delta)[i];
+    if (a.z) w.z = static_cast<const T*>(a.z)[i];
+    if (dy) w.dy = static_cast<const T*>(dy)[i];
+  }
+  if (blk.uniform && t < a.L && q < a.N) {
+    const int64_t k = (blk.b * a.L + t) * a.G * a.N + (blk.d0 / blk.per_group) * a.N + q;
+    w.b = static_cast<const T*>(a.B)[k];
+    w.c = static_cast<const T*>(a.C)[k];
+  }
+}
+
 // Element role: one (step, channel) of the tile starting at t0.
 struct Elem {
   int64_t i = 0;  // offset in [B, L, D]
-  float u = 0, raw = 0, dt = 0;
+  float u = 0, raw = 0, dt = 0, z = 0, dy = 0;
   bool ok = false;
 };
 template <typename T>
-__device__ inline Elem load_elem(const ScanFwdArgs& a, const Block& blk, int64_t t0, float bias) {
+__device__ inline Elem make_elem(const ScanFwdArgs& a, const Block& blk, int64_t t0, float bias, const Raw<T>& w) {
   const int r = threadIdx.x / kCh, q = threadIdx.x % kCh;
   const int64_t t = t0 + r, d = blk.d0 + q;
   Elem e;
   e.ok = t < a.L && d < a.dim;
   if (e.ok) {
     e.i = (blk.b * a.L + t) * a.dim + d;
-    e.u = to_f(static_cast<const T*>(a.u)[e.i]);
-    e.raw = to_f(static_cast<const T*>(a.delta)[e.i]) + bias;
+    e.u = to_f(w.u);
+    e.raw = to_f(w.delta) + bias;
     e.dt = a.softplus ? softplus(e.raw) : e.raw;
+    e.z = to_f(w.z);
+    e.dy = to_f(w.dy);
   }
   return e;
 }
@@ -87,17 +115,21 @@ __device__ inline Elem load_elem(const ScanFwdArgs& a, const Block& blk, int64_t
 // Writes the tile's Δ and Δu ([channel][step]) and B, C ([slot][state][step], fp32) to shared memory.
 // Steps past L get Δ = 0, Δu = 0 (decay 1, no input: the state passes through unchanged).
 template <typename T>
-__device__ inline void stage_tile(const ScanFwdArgs& a, const Block& blk, int64_t t0, const Elem& e, float* s_dt,
-                                  float* s_du, float* s_B, float* s_C) {
+__device__ inline void stage_tile(const ScanFwdArgs& a, const Block& blk, int64_t t0, const Elem& e, const Raw<T>& w,
+                                  float* s_dt, float* s_du, float* s_B, float* s_C) {
   const int r = threadIdx.x / kCh, q = threadIdx.x % kCh;
   s_dt[q * kTile + r] = e.dt;
   s_du[q * kTile + r] = e.dt * e.u;
   const int n = q;  // same thread: step r, state n
+  if (blk.uniform) {
+    s_B[n * kRow + r] = to_f(w.b);
+    s_C[n * kRow + r] = to_f(w.c);
+    return;
+  }
   const int64_t t = t0 + r;
   const bool ok = t < a.L && n < a.N;
   const int64_t row = (blk.b * a.L + t) * a.G * a.N + n;
-  const int slots = blk.uniform ? 1 : kCh;
-  for (int s = 0; s < slots; ++s) {
+  for (int s = 0; s < kCh; ++s) {
     const int64_t g = min(blk.d0 + s, a.dim - 1) / blk.per_group;
     s_B[s * kBCSlot + n * kRow + r] = ok ? to_f(static_cast<const T*>(a.B)[row + g * a.N]) : 0.f;
     s_C[s * kBCSlot + n * kRow + r] = ok ? to_f(static_cast<const T*>(a.C)[row + g * a.N]) : 0.f;

@@ -32,13 +32,14 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(ScanFwdArgs a, int bc_slo
   const int64_t de = blk.d0 + threadIdx.x % kCh;
   const float bias = de < D && a.delta_bias ? a.delta_bias[de] : 0.f;
   const float Dv = de < D && a.D ? a.D[de] : 0.f;
-  const T* z = static_cast<const T*>(a.z);
   T* y = static_cast<T*>(a.y);
 
+  Raw<T> w;
+  fetch(a, blk, 0, nullptr, w);
   for (int64_t t0 = 0; t0 < a.L; t0 += kTile) {
-    const Elem e = load_elem<T>(a, blk, t0, bias);
-    const float zz = e.ok && z ? to_f(z[e.i]) : 0.f;
-    stage_tile<T>(a, blk, t0, e, s_dt, s_du, s_B, s_C);
+    const Elem e = make_elem(a, blk, t0, bias, w);
+    stage_tile(a, blk, t0, e, w, s_dt, s_du, s_B, s_C);
+    if (t0 + kTile < a.L) fetch(a, blk, t0 + kTile, nullptr, w);
     __syncthreads();
     if (a.ckpt && t0 % kScanCkpt == 0 && live) a.ckpt[((blk.b * nck + t0 / kScanCkpt) * D + ds) * N + n] = h;
     h = scan_tile(h, A2, s_dt + c * kTile, s_du + c * kTile, Bs, Cs,
@@ -46,7 +47,7 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(ScanFwdArgs a, int bc_slo
     __syncthreads();
     if (e.ok) {
       float out = sum_states(s_y) + Dv * e.u;
-      if (z) out *= zz * sigmoid(zz);
+      if (a.z) out *= e.z * sigmoid(e.z);
       y[e.i] = from_f<T>(out);
     }
   }
