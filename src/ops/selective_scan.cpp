@@ -11,12 +11,17 @@
 
 #include <algorithm>
 #include <cstring>
+#include <tuple>
 #include <vector>
 
 #include "ops/op_util.h"
 #include "ops/scan_common.h"
 
 namespace ssm {
+namespace detail {
+// The op on GPU tensors (selective_scan_cuda.cpp); arguments already checked.
+ScanOut selective_scan_cuda(const SelectiveScanArgs& a);
+}  // namespace detail
 namespace {
 
 using detail::scan::Lanes;
@@ -341,8 +346,13 @@ void scan_forward(const std::vector<Tensor>& in, bool softplus, bool fast, Tenso
 
 void check_args(const SelectiveScanArgs& a) {
   using namespace detail;
-  check_float(kOp, a.u, "u");
-  SSM_NO_CUDA(kOp, a.u);
+  check_defined(kOp, a.u, "u");
+  const bool gpu = a.u.device() == Device::cuda;
+  if (gpu)
+    SSM_CHECK(a.u.dtype() == DType::f32 || a.u.dtype() == DType::bf16 || a.u.dtype() == DType::f16, kOp,
+              std::string("u on the GPU must be f32, bf16 or f16, got ") + dtype_name(a.u.dtype()));
+  else
+    check_float(kOp, a.u, "u");
   check_dim(kOp, a.u, 3, "u");
   const int64_t Bsz = a.u.size(0), L = a.u.size(1), D = a.u.size(2);
   SSM_CHECK(Bsz >= 1 && L >= 1 && D >= 1, kOp, "u must be non-empty, got shape " + shape_str(a.u.shape()));
@@ -366,19 +376,25 @@ void check_args(const SelectiveScanArgs& a) {
   if (a.z.defined()) check_shape(kOp, a.z, a.u.shape(), "z");
   if (a.delta_bias.defined()) check_shape(kOp, a.delta_bias, {D}, "delta_bias");
   if (a.initial_state.defined()) check_shape(kOp, a.initial_state, {Bsz, D, N}, "initial_state");
-  const std::pair<const Tensor*, const char*> all[] = {{&a.delta, "delta"},
-                                                       {&a.A, "A"},
-                                                       {&a.B, "B"},
-                                                       {&a.C, "C"},
-                                                       {&a.D, "D"},
-                                                       {&a.z, "z"},
-                                                       {&a.delta_bias, "delta_bias"},
-                                                       {&a.initial_state, "initial_state"}};
-  for (const auto& [t, name] : all) {
+  // On the CPU every tensor has u's dtype; on the GPU the activations (delta, B, C, z) have u's dtype
+  // and the parameters and the state (A, D, delta_bias, initial_state) are f32.
+  const std::tuple<const Tensor*, const char*, bool> all[] = {{&a.delta, "delta", true},
+                                                              {&a.A, "A", false},
+                                                              {&a.B, "B", true},
+                                                              {&a.C, "C", true},
+                                                              {&a.D, "D", false},
+                                                              {&a.z, "z", true},
+                                                              {&a.delta_bias, "delta_bias", false},
+                                                              {&a.initial_state, "initial_state", false}};
+  for (const auto& [t, name, act] : all) {
     if (!t->defined()) continue;
-    check_same_dtype(kOp, a.u, "u", *t, name);
-    SSM_CHECK(t->device() == Device::cpu, kOp,
-              std::string(name) + " is on " + device_name(t->device()) + " but u is on the CPU");
+    SSM_CHECK(t->device() == a.u.device(), kOp,
+              std::string(name) + " is on " + device_name(t->device()) + " but u is on " + device_name(a.u.device()));
+    if (!gpu || act)
+      check_same_dtype(kOp, a.u, "u", *t, name);
+    else
+      SSM_CHECK(t->dtype() == DType::f32, kOp,
+                std::string(name) + " on the GPU must be f32, got " + dtype_name(t->dtype()));
   }
 }
 
@@ -386,6 +402,7 @@ void check_args(const SelectiveScanArgs& a) {
 
 ScanOut selective_scan(const SelectiveScanArgs& a) {
   check_args(a);
+  if (a.u.device() == Device::cuda) return detail::selective_scan_cuda(a);
   auto cont = [](const Tensor& t) {  // contiguous copy recording no history (this op records its own)
     autograd::NoGradGuard ng;
     return t.defined() ? t.contiguous() : Tensor();

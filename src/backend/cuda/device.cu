@@ -1,7 +1,13 @@
 // CUDA device memory for Storage: allocation, copies, device queries. Errors name the CUDA call.
+// Freed blocks are cached by size and handed out again (cudaMalloc / cudaFree cost tens of
+// microseconds and cudaFree synchronises the device); all work runs on the default stream, so a
+// reused block is never touched by work still in flight from its previous owner.
 #include <cuda_runtime.h>
 
+#include <map>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include "ssm/base.h"
 
@@ -10,6 +16,24 @@ namespace ssm {
 namespace {
 void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) fail("cuda", std::string(what) + ": " + cudaGetErrorString(e));
+}
+
+struct BlockCache {
+  std::mutex m;
+  std::multimap<size_t, void*> free;          // size -> cached block
+  std::unordered_map<void*, size_t> size_of;  // every block we hold, cached or in use
+};
+BlockCache& cache() {
+  static BlockCache* c = new BlockCache;  // never destroyed: blocks live until the process ends
+  return *c;
+}
+// Returns every cached block to the driver (before retrying an allocation that ran out of memory).
+void release_cached(BlockCache& c) {
+  for (auto& [bytes, p] : c.free) {
+    cudaFree(p);
+    c.size_of.erase(p);
+  }
+  c.free.clear();
 }
 }  // namespace
 
@@ -21,8 +45,23 @@ int cuda_device_count() {
 
 void* cuda_alloc(size_t bytes) {
   SSM_CHECK(cuda_device_count() > 0, "cuda", "no CUDA device is visible (run on a machine with an NVIDIA GPU)");
+  bytes = (bytes + 511) / 512 * 512;  // 0 -> 0: a 512-byte block below
+  if (bytes == 0) bytes = 512;
+  BlockCache& c = cache();
+  std::lock_guard<std::mutex> lock(c.m);
+  auto hit = c.free.find(bytes);
+  if (hit != c.free.end()) {
+    void* p = hit->second;
+    c.free.erase(hit);
+    return p;
+  }
   void* p = nullptr;
-  cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
+  cudaError_t e = cudaMalloc(&p, bytes);
+  if (e == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    release_cached(c);
+    e = cudaMalloc(&p, bytes);
+  }
   if (e == cudaErrorMemoryAllocation) {
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
@@ -30,11 +69,17 @@ void* cuda_alloc(size_t bytes) {
                      std::to_string(free_b >> 20) + " MiB free of " + std::to_string(total_b >> 20) + " MiB)");
   }
   check(e, "cudaMalloc");
+  c.size_of[p] = bytes;
   return p;
 }
 
 void cuda_free(void* p) {
-  if (p) cudaFree(p);
+  if (!p) return;
+  BlockCache& c = cache();
+  std::lock_guard<std::mutex> lock(c.m);
+  auto it = c.size_of.find(p);
+  if (it == c.size_of.end()) return;
+  c.free.emplace(it->second, p);
 }
 
 void cuda_memcpy(void* dst, const void* src, size_t bytes, bool dst_on_device, bool src_on_device) {
