@@ -53,12 +53,15 @@ void BM_cross_entropy(benchmark::State& st) {
   for (auto _ : st) benchmark::DoNotOptimize(cross_entropy(a, t));
   finish(st, 512, 1.0 * 512 * 50280 * 4);
 }
-void BM_linear_prefill(benchmark::State& st) {  // in_proj of mamba-130m over 512 tokens
+// in_proj over 512 tokens: arg 0 = weight dtype (0 f32, 1 bf16), arg 1 = shape (0 mamba-130m
+// [3072, 768], 1 mamba-1.4b [8192, 2048]).
+void BM_linear_prefill(benchmark::State& st) {
   autograd::NoGradGuard ng;
-  Tensor x = Tensor::randn({512, kModel}, 1), w = Tensor::randn({kD * 2, kModel}, 2, 0, 0.02);
+  const int64_t dm = st.range(1) ? 2048 : kModel, O = st.range(1) ? 8192 : kD * 2;
+  Tensor x = Tensor::randn({512, dm}, 1), w = Tensor::randn({O, dm}, 2, 0, 0.02).to(st.range(0) ? DType::bf16 : DType::f32);
   for (auto _ : st) benchmark::DoNotOptimize(linear(x, w));
-  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * 512 * kModel * kD * 2 * double(st.iterations()), benchmark::Counter::kIsRate);
-  finish(st, 512, 4.0 * (512 * kModel + kD * 2 * kModel + 512 * kD * 2));
+  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * 512 * dm * O * double(st.iterations()), benchmark::Counter::kIsRate);
+  finish(st, 512, 4.0 * (512 * dm + 512 * O) + double(w.nbytes()));
 }
 void BM_linear_decode(benchmark::State& st) {  // one token through in_proj; weights f32 / bf16
   autograd::NoGradGuard ng;
@@ -139,7 +142,7 @@ BENCHMARK(BM_softplus)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_sum)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_softmax)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_cross_entropy)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_linear_prefill)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_linear_prefill)->ArgsProduct({{0, 1}, {0, 1}})->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_linear_decode)->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_embedding)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_rms_norm_add)->Unit(benchmark::kMillisecond);
