@@ -117,26 +117,49 @@ void matvec_t(const float* x, int64_t R, int64_t I, const void* w, const float* 
 // of each x row: MR × 3 accumulators of 16 columns.
 constexpr int kStrip = 48;
 
+// r[i] (16 rows of 16 32-bit values) → r[j] = column j: unpack 32-bit, unpack 64-bit, then two
+// rounds of 128-bit lane shuffles.
+inline void transpose16(__m512i r[16]) {
+  __m512i t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // u[4i + c], lane L: column 4L + c of rows 4i .. 4i+3
+    u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int c = 0; c < 4; ++c) {
+    const __m512i v0 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x44), v1 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xEE);
+    const __m512i v2 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x44),
+                  v3 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xEE);
+    r[c] = _mm512_shuffle_i32x4(v0, v2, 0x88);
+    r[4 + c] = _mm512_shuffle_i32x4(v0, v2, 0xDD);
+    r[8 + c] = _mm512_shuffle_i32x4(v1, v3, 0x88);
+    r[12 + c] = _mm512_shuffle_i32x4(v1, v3, 0xDD);
+  }
+}
+
+// Packs weight rows [n, n + ncols) (ncols <= 48; missing rows are zeros) for all K: blocks of 16
+// rows × 16 k-pairs are loaded row by row (contiguous 64-byte reads; an odd K's last pair padded
+// with zero by the masked load) and transposed so each k-pair's 16 rows form one vector.
 void pack_strip(const uint16_t* w, int64_t K, int64_t n, int64_t ncols, uint16_t* panel) {
-  const int64_t KP = (K + 1) / 2, full = K / 2;  // pairs; the last one is half padding when K is odd
+  const int64_t KP = (K + 1) / 2;
   for (int v = 0; v < kStrip / 16; ++v) {
     const int64_t c0 = 16 * v;
     const int64_t valid = ncols - c0 <= 0 ? 0 : (ncols - c0 >= 16 ? 16 : ncols - c0);
-    const __mmask16 m = valid == 16 ? __mmask16(0xffff) : __mmask16((1u << valid) - 1);
-    // Element offsets (in uint16 units) of the rows of this vector; a gather with scale 2 reads the
-    // 32-bit pair at each.
-    const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                           _mm512_set1_epi32(int32_t(K)));
     const uint16_t* base = w + (n + c0) * K;
-    for (int64_t p = 0; p < full; ++p) {
-      __m512i g = valid ? _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, base + 2 * p, 2)
-                        : _mm512_setzero_si512();
-      _mm512_storeu_si512(panel + p * 2 * kStrip + 32 * v, g);
-    }
-    if (KP > full) {  // odd K: (w[K-1], 0)
-      uint32_t tmp[16];
-      for (int j = 0; j < 16; ++j) tmp[j] = j < valid ? uint32_t(base[j * K + K - 1]) : 0u;
-      _mm512_storeu_si512(panel + full * 2 * kStrip + 32 * v, _mm512_loadu_si512(tmp));
+    for (int64_t p0 = 0; p0 < KP; p0 += 16) {
+      const int64_t left = K - 2 * p0;  // elements of each row in this block
+      const __mmask32 m = left >= 32 ? __mmask32(0xffffffffu) : __mmask32((1u << left) - 1);
+      __m512i r[16];
+      for (int j = 0; j < 16; ++j)
+        r[j] = j < valid ? _mm512_maskz_loadu_epi16(m, base + j * K + 2 * p0) : _mm512_setzero_si512();
+      transpose16(r);
+      const int64_t np = KP - p0 < 16 ? KP - p0 : 16;
+      for (int64_t j = 0; j < np; ++j) _mm512_storeu_si512(panel + (p0 + j) * 2 * kStrip + 32 * v, r[j]);
     }
   }
 }
