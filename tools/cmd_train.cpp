@@ -12,6 +12,7 @@ struct Opts {
   TrainConfig t;
   std::string arch = "mamba1", config;
   int64_t d_model = 128, n_layer = 4, d_state = 16, expand = 2, headdim = 32, chunk = 64;
+  bool lti = false;
 };
 
 ssm::tools::Command train_cmd{
@@ -34,6 +35,7 @@ ssm::tools::Command train_cmd{
       app.add_option("--expand", o->expand, "inner expansion")->capture_default_str();
       app.add_option("--headdim", o->headdim, "Mamba-2 head dimension")->capture_default_str();
       app.add_option("--chunk", o->chunk, "Mamba-2 chunk size")->capture_default_str();
+      app.add_flag("--lti", o->lti, "Mamba-1 without selection (the paper's LTI ablation): Δ, B, C input-independent");
       app.add_option("--steps", t.steps, "optimizer steps")->capture_default_str();
       app.add_option("-b,--batch", t.batch, "sequences per micro-batch")->capture_default_str();
       app.add_option("--seq-len", t.seq_len, "tokens per sequence")->capture_default_str();
@@ -70,6 +72,8 @@ ssm::tools::Command train_cmd{
           auto& m = t.model;
           SSM_CHECK(o->arch == "mamba1" || o->arch == "mamba2", "train", "--arch must be mamba1 or mamba2");
           m.arch = o->arch == "mamba1" ? ssm::Arch::mamba1 : ssm::Arch::mamba2;
+          SSM_CHECK(!o->lti || m.arch == ssm::Arch::mamba1, "train", "--lti needs --arch mamba1");
+          m.selective = !o->lti;
           m.d_model = o->d_model;
           m.n_layer = o->n_layer;
           m.d_state = o->d_state;
