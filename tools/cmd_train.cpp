@@ -61,7 +61,8 @@ ssm::tools::Command train_cmd{
           "  ssm train --data shakespeare.txt --steps 2000 -o runs/shakespeare\n"
           "  ssm train --data shakespeare.txt --arch mamba2 --d-model 256 --n-layer 6 -o runs/m2\n"
           "  ssm train --data shakespeare.txt -o runs/shakespeare --resume\n"
-          "  ssm train --task induction --task-len 256 --n-layer 2 --d-model 64 -o runs/induction\n"
+          "  ssm train --task selective_copying --task-len 256 --n-layer 2 --d-model 64 --lti -o runs/sc-lti\n"
+          "  (the synthetic-task recipes, with their full commands: recipes/induction-heads, recipes/selective-copying)\n"
           "  ssm generate -m runs/shakespeare/model -p 'ROMEO:'\n");
       return [o]() {
         TrainConfig t = o->t;
@@ -107,13 +108,20 @@ ssm::tools::Command eval_task_cmd{
       auto o = std::make_shared<EvalOpts>();
       app.add_option("-m,--model", o->model, "model directory (the model/ folder written by ssm train)")->required();
       app.add_option("--task", o->task, "induction | selective_copying")->capture_default_str();
-      app.add_option("--len", o->lens, "sequence lengths (several allowed)")->capture_default_str();
+      app.add_option("--len", o->lens, "sequence lengths (several allowed; selective copying: the region before the markers)")
+          ->capture_default_str();
       app.add_option("--task-vocab", o->vocab, "task vocabulary size")->capture_default_str();
       app.add_option("--task-memorize", o->memorize, "selective copying: tokens to memorize")->capture_default_str();
       app.add_option("--batches", o->batches, "batches per length")->capture_default_str();
       app.add_option("-b,--batch", o->batch, "sequences per batch")->capture_default_str();
       app.add_option("--seed", o->seed, "seed of the test batches")->capture_default_str();
-      app.footer("Examples:\n  ssm eval-task -m recipes/induction-heads/model --task induction --len 256 1024 16384\n");
+      app.footer(
+          "Prints accuracy on batches x batch fresh sequences per length (induction: the answer after the final\n"
+          "special token; selective copying: the outputs at the marker positions).\n\n"
+          "Examples (the models trained by recipes/induction-heads and recipes/selective-copying):\n"
+          "  ssm eval-task -m models/induction-heads --task induction --len 256 1024 4096 16384 --batches 16 -b 16\n"
+          "  ssm eval-task -m models/selective-copying --task selective_copying --len 256 --batches 16 -b 16\n"
+          "  ssm eval-task -m models/selective-copying-lti --task selective_copying --len 256 --batches 16 -b 16\n");
       return [o]() {
         auto m = ssm::Model::load(o->model);
         std::printf("| task | length | accuracy |\n|---|---|---|\n");
