@@ -30,6 +30,7 @@ struct Opts {
 
 json mamba_ssm_config(const ModelConfig& c) {
   SSM_CHECK(c.arch != Arch::falcon_mamba, "convert", "mamba_ssm has no Falcon-Mamba layer: use --format hf");
+  SSM_CHECK(c.selective, "convert", "mamba_ssm has no non-selective (LTI) Mamba layer: use --format hf");
   SSM_CHECK(c.d_inner == c.expand * c.d_model, "convert", "d_inner != expand * d_model has no mamba_ssm form");
   SSM_CHECK(c.norm_eps == 1e-5, "convert", "mamba_ssm configs fix the norm epsilon at 1e-5; this model uses " +
                                                std::to_string(c.norm_eps) + " (use --format hf)");

@@ -12,6 +12,7 @@ struct Opts {
   TrainConfig t;
   std::string arch = "mamba1", config;
   int64_t d_model = 128, n_layer = 4, d_state = 16, expand = 2, headdim = 32, chunk = 64;
+  bool lti = false;
 };
 
 ssm::tools::Command train_cmd{
@@ -34,6 +35,7 @@ ssm::tools::Command train_cmd{
       app.add_option("--expand", o->expand, "inner expansion")->capture_default_str();
       app.add_option("--headdim", o->headdim, "Mamba-2 head dimension")->capture_default_str();
       app.add_option("--chunk", o->chunk, "Mamba-2 chunk size")->capture_default_str();
+      app.add_flag("--lti", o->lti, "Mamba-1 without selection (the paper's LTI ablation): Δ, B, C input-independent");
       app.add_option("--steps", t.steps, "optimizer steps")->capture_default_str();
       app.add_option("-b,--batch", t.batch, "sequences per micro-batch")->capture_default_str();
       app.add_option("--seq-len", t.seq_len, "tokens per sequence")->capture_default_str();
@@ -59,7 +61,8 @@ ssm::tools::Command train_cmd{
           "  ssm train --data shakespeare.txt --steps 2000 -o runs/shakespeare\n"
           "  ssm train --data shakespeare.txt --arch mamba2 --d-model 256 --n-layer 6 -o runs/m2\n"
           "  ssm train --data shakespeare.txt -o runs/shakespeare --resume\n"
-          "  ssm train --task induction --task-len 256 --n-layer 2 --d-model 64 -o runs/induction\n"
+          "  ssm train --task selective_copying --task-len 256 --n-layer 2 --d-model 64 --lti -o runs/sc-lti\n"
+          "  (the synthetic-task recipes, with their full commands: recipes/induction-heads, recipes/selective-copying)\n"
           "  ssm generate -m runs/shakespeare/model -p 'ROMEO:'\n");
       return [o]() {
         TrainConfig t = o->t;
@@ -70,6 +73,8 @@ ssm::tools::Command train_cmd{
           auto& m = t.model;
           SSM_CHECK(o->arch == "mamba1" || o->arch == "mamba2", "train", "--arch must be mamba1 or mamba2");
           m.arch = o->arch == "mamba1" ? ssm::Arch::mamba1 : ssm::Arch::mamba2;
+          SSM_CHECK(!o->lti || m.arch == ssm::Arch::mamba1, "train", "--lti needs --arch mamba1");
+          m.selective = !o->lti;
           m.d_model = o->d_model;
           m.n_layer = o->n_layer;
           m.d_state = o->d_state;
@@ -103,13 +108,20 @@ ssm::tools::Command eval_task_cmd{
       auto o = std::make_shared<EvalOpts>();
       app.add_option("-m,--model", o->model, "model directory (the model/ folder written by ssm train)")->required();
       app.add_option("--task", o->task, "induction | selective_copying")->capture_default_str();
-      app.add_option("--len", o->lens, "sequence lengths (several allowed)")->capture_default_str();
+      app.add_option("--len", o->lens, "sequence lengths (several allowed; selective copying: the region before the markers)")
+          ->capture_default_str();
       app.add_option("--task-vocab", o->vocab, "task vocabulary size")->capture_default_str();
       app.add_option("--task-memorize", o->memorize, "selective copying: tokens to memorize")->capture_default_str();
       app.add_option("--batches", o->batches, "batches per length")->capture_default_str();
       app.add_option("-b,--batch", o->batch, "sequences per batch")->capture_default_str();
       app.add_option("--seed", o->seed, "seed of the test batches")->capture_default_str();
-      app.footer("Examples:\n  ssm eval-task -m recipes/induction-heads/model --task induction --len 256 1024 16384\n");
+      app.footer(
+          "Prints accuracy on batches x batch fresh sequences per length (induction: the answer after the final\n"
+          "special token; selective copying: the outputs at the marker positions).\n\n"
+          "Examples (the models trained by recipes/induction-heads and recipes/selective-copying):\n"
+          "  ssm eval-task -m models/induction-heads --task induction --len 256 1024 4096 16384 --batches 16 -b 16\n"
+          "  ssm eval-task -m models/selective-copying --task selective_copying --len 256 --batches 16 -b 16\n"
+          "  ssm eval-task -m models/selective-copying-lti --task selective_copying --len 256 --batches 16 -b 16\n");
       return [o]() {
         auto m = ssm::Model::load(o->model);
         std::printf("| task | length | accuracy |\n|---|---|---|\n");

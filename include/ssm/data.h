@@ -36,12 +36,14 @@ class BatchLoader {
 struct TaskBatch {
   Tensor inputs, targets;
 };
-// Selective copying: `n_memorize` data tokens from a vocabulary of `vocab - 3` scattered at random
-// positions among noise tokens in a sequence of `seq_len`, followed by `n_memorize` marker tokens
-// after which the model must output the data tokens in order.
+// Selective copying (the Mamba paper's version of the H3/safari task): `n_memorize` data tokens
+// drawn from 2..vocab-1 scattered at random positions among noise tokens (0) in a region of
+// `seq_len`, followed by `n_memorize` marker tokens (1); the output at the k-th marker must be the
+// k-th data token. Sequences have seq_len + n_memorize tokens; only the marker positions are scored.
 TaskBatch selective_copying(int64_t batch, int64_t seq_len, int64_t n_memorize, int64_t vocab, std::mt19937_64& rng);
-// Induction heads: a random sequence with a special token; the token after the special token's
-// first occurrence must be recalled after its second occurrence at the end.
+// Induction heads: `seq_len` tokens drawn from 1..vocab-1, with the special token 0 once at a
+// random position p in [0, seq_len-3] and again as the last token; only the last position is scored,
+// and its target is the token that followed the first special token (the one at p + 1).
 TaskBatch induction_heads(int64_t batch, int64_t seq_len, int64_t vocab, std::mt19937_64& rng);
 
 }  // namespace ssm::data

@@ -22,6 +22,10 @@ struct ModelConfig {
   int64_t vocab_size_real = 0;  // tokens that may be sampled (<= vocab_size)
   int64_t d_state = 16, d_conv = 4, expand = 2, d_inner = 0;
   int64_t dt_rank = 0;                          // Mamba-1
+  // Mamba-1 only. false: the non-selective (LTI) ablation of the Mamba paper (Table 1, "S4" layer):
+  // Δ = softplus(dt_bias), B and C are learned [d_inner, d_state] tensors, none depend on the input
+  // (no x_proj / dt_proj). Written to config.json as "selective": false.
+  bool selective = true;
   int64_t headdim = 64, nheads = 0, ngroups = 1;  // Mamba-2/3
   int64_t chunk_size = 256;
   bool d_has_hdim = false;                      // Mamba-2: D per channel instead of per head

@@ -18,7 +18,8 @@ Tensor masked_lm_loss(const Model& model, const Tensor& inputs, const Tensor& ta
 // Fraction of scored positions where the argmax prediction equals the target (no grad).
 double masked_accuracy(const Model& model, const Tensor& inputs, const Tensor& targets);
 
-// mamba_ssm applies no weight decay to A_log, D, dt biases, norm weights and biases.
+// mamba_ssm applies no weight decay to A_log, D, dt biases, norm weights and biases; nor does S4 to
+// B (the LTI ablation's mixer.B).
 bool no_weight_decay(const std::string& param_name);
 
 struct AdamWConfig {

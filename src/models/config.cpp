@@ -45,6 +45,8 @@ void finish(ModelConfig& c, const std::string& where) {
                   std::to_string(c.ngroups));
     SSM_CHECK(c.chunk_size > 0, "config", where + ": chunk_size must be positive");
   }
+  SSM_CHECK(c.selective || c.arch == Arch::mamba1, "config",
+            where + ": \"selective\": false (the LTI ablation) exists only for Mamba-1 (model_type mamba)");
   if (c.vocab_size_real <= 0 || c.vocab_size_real > c.vocab_size) c.vocab_size_real = c.vocab_size;
 }
 
@@ -96,6 +98,7 @@ ModelConfig from_hf(const nlohmann::json& j, const std::string& model_type, cons
     return c;
   }
   c.dt_rank = get_int(j, "time_step_rank", 0, where);
+  c.selective = get_bool(j, "selective", true, where);
   if (c.arch == Arch::falcon_mamba) c.mixer_rms_eps = get_float(j, "mixer_rms_eps", 1e-6, where);
   finish(c, where);
   return c;
@@ -224,6 +227,7 @@ nlohmann::json hf_config(const ModelConfig& c, DType wd) {
     j["model_type"] = falcon ? "falcon_mamba" : "mamba";
     j["intermediate_size"] = c.d_inner;
     j["time_step_rank"] = c.dt_rank;
+    if (!c.selective) j["selective"] = false;  // our key: transformers has no LTI Mamba
     if (falcon) j["mixer_rms_eps"] = c.mixer_rms_eps;
   }
   return j;
@@ -240,6 +244,7 @@ std::string ModelConfig::summary() const {
   o << arch_name(arch) << " d_model=" << d_model << " n_layer=" << n_layer << " vocab=" << vocab_size
     << " d_inner=" << d_inner << " d_state=" << d_state;
   if (arch == Arch::mamba1 || arch == Arch::falcon_mamba) o << " dt_rank=" << dt_rank << " d_conv=" << d_conv;
+  if (!selective) o << " LTI (non-selective)";
   else o << " heads=" << nheads << "x" << headdim << " groups=" << ngroups << " chunk=" << chunk_size;
   return o.str();
 }

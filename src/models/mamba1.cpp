@@ -1,5 +1,6 @@
 // Mamba-1 mixer (mamba_ssm `Mamba`, HF `MambaMixer`) and Falcon-Mamba (the same with weightless
-// RMS norms on dt, B and C). docs: shared/docs/reference/mamba.md §1.
+// RMS norms on dt, B and C). docs: shared/docs/reference/mamba.md §1. With cfg.selective = false,
+// the Mamba paper's LTI ablation (Table 1): Δ, B and C do not depend on the input.
 #include <cmath>
 
 #include "models/decode.h"
@@ -17,6 +18,7 @@ struct Mamba1Layer {
   Tensor dt_proj, dt_proj_b;   // [Di, R], [Di]
   Tensor A_log, D;             // [Di, N], [Di]
   Tensor out_proj, out_proj_b; // [dm, Di]
+  Tensor B, C, dt_bias;        // LTI only: [Di, N], [Di, N], [Di] (replace x_proj and dt_proj)
 };
 
 class Mamba1Model : public Model {
@@ -39,9 +41,15 @@ class Mamba1Model : public Model {
       if (c.proj_bias) l.in_proj_b = get("in_proj.bias", {2 * Di}, DType::f32, K::zeros);
       l.conv_w = get("conv1d.weight", {Di, 1, W}, DType::f32, K::conv_weight);  // as stored
       if (c.conv_bias) l.conv_b = get("conv1d.bias", {Di}, DType::f32, K::conv_bias);
-      l.x_proj = get("x_proj.weight", {R + 2 * N, Di}, md, K::linear);
-      l.dt_proj = get("dt_proj.weight", {Di, R}, DType::f32, K::dt_proj_weight);
-      l.dt_proj_b = get("dt_proj.bias", {Di}, DType::f32, K::dt_bias);
+      if (c.selective) {
+        l.x_proj = get("x_proj.weight", {R + 2 * N, Di}, md, K::linear);
+        l.dt_proj = get("dt_proj.weight", {Di, R}, DType::f32, K::dt_proj_weight);
+        l.dt_proj_b = get("dt_proj.bias", {Di}, DType::f32, K::dt_bias);
+      } else {  // S4D-style: B = 1, C ~ N(0, 1), Δ from the same inverse-softplus bias init
+        l.B = get("B", {Di, N}, DType::f32, K::ones);
+        l.C = get("C", {Di, N}, DType::f32, K::normal);
+        l.dt_bias = get("dt_bias", {Di}, DType::f32, K::dt_bias);
+      }
       l.A_log = get("A_log", {Di, N}, DType::f32, K::a_log_s4d);
       l.D = get("D", {Di}, DType::f32, K::ones);
       l.out_proj = get("out_proj.weight", {c.d_model, Di}, md, K::out_proj);
@@ -59,42 +67,42 @@ class Mamba1Model : public Model {
   Tensor mixer(int64_t li, const Tensor& h, std::vector<Tensor>* st) const override {
     const auto& c = cfg_;
     const Mamba1Layer& l = layers_[size_t(li)];
-    const int64_t B = h.size(0), L = h.size(1), Di = c.d_inner, N = c.d_state, R = c.dt_rank;
+    const int64_t B = h.size(0), L = h.size(1), Di = c.d_inner, N = c.d_state;
     Tensor xz = linear(h, l.in_proj, l.in_proj_b);  // [B, L, 2*Di]
     Tensor x = xz.slice(2, 0, Di), z = xz.slice(2, Di, 2 * Di);
     Conv1dOut conv = causal_conv1d(x.contiguous(), l.conv_w.view({Di, c.d_conv}), l.conv_b, st ? (*st)[0] : Tensor(), true);
     Tensor xs = conv.y;                             // [B, L, Di]
-    Tensor x_dbl = linear(xs, l.x_proj);            // [B, L, R + 2N]
-    Tensor dt = x_dbl.slice(2, 0, R), Bm = x_dbl.slice(2, R, R + N), Cm = x_dbl.slice(2, R + N, R + 2 * N);
-    if (c.arch == Arch::falcon_mamba) {
-      dt = rms_norm(dt.contiguous(), ones_r_, c.mixer_rms_eps);
-      Bm = rms_norm(Bm.contiguous(), ones_n_, c.mixer_rms_eps);
-      Cm = rms_norm(Cm.contiguous(), ones_n_, c.mixer_rms_eps);
-    }
-    Tensor delta = linear(dt.contiguous(), l.dt_proj);  // [B, L, Di] (bias added inside the scan)
     SelectiveScanArgs a;
     a.u = xs;
-    a.delta = delta;
-    a.A = neg(exp(l.A_log));                              // [Di, N]
-    a.B = Bm.contiguous().view({B, L, 1, N});
-    a.C = Cm.contiguous().view({B, L, 1, N});
+    a.A = neg(exp(l.A_log));  // [Di, N]
     a.D = l.D;
     a.z = z.contiguous();
-    a.delta_bias = l.dt_proj_b;
     a.delta_softplus = true;
     if (st) a.initial_state = (*st)[1];
-    ScanOut s = selective_scan(a);                        // y [B, L, Di]
+    if (c.selective) {
+      select_inputs(l, xs, a);
+    } else {
+      // Δ = softplus(0 + dt_bias) for every token; B, C broadcast over batch and time with one group
+      // per channel (the broadcasting adds give their gradients the sum over batch and time).
+      Tensor zeros = Tensor::zeros({B, L, Di, N});
+      a.delta = Tensor::zeros({B, L, Di});
+      a.delta_bias = l.dt_bias;
+      a.B = add(zeros, l.B);
+      a.C = add(zeros, l.C);
+    }
+    ScanOut s = selective_scan(a);  // y [B, L, Di]
     if (st) {
       (*st)[0] = conv.final_state.detach();
       (*st)[1] = s.final_state.detach();
     }
-    return linear(s.y, l.out_proj, l.out_proj_b);        // [B, L, dm]
+    return linear(s.y, l.out_proj, l.out_proj_b);  // [B, L, dm]
   }
   // The same layer for one token, fused: in_proj, conv update, x_proj, (Falcon norms), dt_proj + SSM
   // update + gate per channel, out_proj; four parallel regions, no allocation.
   void mixer_step(int64_t li, const float* h, float* out, int64_t B, std::vector<Tensor>& st,
                   DecodeScratch& ws) const override {
     const auto& c = cfg_;
+    if (!c.selective) return Model::mixer_step(li, h, out, B, st, ws);  // the LTI ablation: the parallel mixer
     const Mamba1Layer& l = layers_[size_t(li)];
     const int64_t Di = c.d_inner, N = c.d_state, R = c.dt_rank, W = c.d_conv, E = R + 2 * N;
     float* xz = ws.buf(0, B * 2 * Di);  // [B, 2Di]: x, z
@@ -158,6 +166,22 @@ class Mamba1Model : public Model {
   }
 
  private:
+  // The selective parameters computed from the conv output xs [B, L, Di]: Δ, B, C.
+  void select_inputs(const Mamba1Layer& l, const Tensor& xs, SelectiveScanArgs& a) const {
+    const auto& c = cfg_;
+    const int64_t B = xs.size(0), L = xs.size(1), N = c.d_state, R = c.dt_rank;
+    Tensor x_dbl = linear(xs, l.x_proj);  // [B, L, R + 2N]
+    Tensor dt = x_dbl.slice(2, 0, R), Bm = x_dbl.slice(2, R, R + N), Cm = x_dbl.slice(2, R + N, R + 2 * N);
+    if (c.arch == Arch::falcon_mamba) {
+      dt = rms_norm(dt.contiguous(), ones_r_, c.mixer_rms_eps);
+      Bm = rms_norm(Bm.contiguous(), ones_n_, c.mixer_rms_eps);
+      Cm = rms_norm(Cm.contiguous(), ones_n_, c.mixer_rms_eps);
+    }
+    a.delta = linear(dt.contiguous(), l.dt_proj);  // [B, L, Di] (bias added inside the scan)
+    a.delta_bias = l.dt_proj_b;
+    a.B = Bm.contiguous().view({B, L, 1, N});
+    a.C = Cm.contiguous().view({B, L, 1, N});
+  }
   std::vector<Mamba1Layer> layers_;
   Tensor ones_r_, ones_n_;
 };

@@ -66,6 +66,7 @@ class RandomInit : public WeightSource {
       case Kind::ones: t = Tensor::full(shape, 1.0); break;
       case Kind::zeros: t = Tensor::zeros(shape); break;
       case Kind::embedding: t = Tensor::randn(shape, s, 0, 0.02); break;
+      case Kind::normal: t = Tensor::randn(shape, s, 0, 1); break;  // S4D's C
       case Kind::linear:
       case Kind::out_proj: {
         // PyTorch's default Linear init (kaiming_uniform with a=sqrt(5)) is U(-1/sqrt(in), 1/sqrt(in));

@@ -120,8 +120,7 @@ TaskBatch selective_copying(int64_t batch, int64_t seq_len, int64_t n_memorize, 
       int64_t v = tok(rng);
       in[b * L + pos[size_t(k)]] = v;
       in[b * L + seq_len + k] = 1;
-      // The output at marker k-1 (or the last region token for k = 0) predicts data token k.
-      tg[b * L + seq_len + k - 1] = v;
+      tg[b * L + seq_len + k] = v;  // the output at the k-th marker is the k-th data token
     }
   }
   return tb;
