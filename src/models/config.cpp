@@ -248,7 +248,7 @@ nlohmann::json mamba_ssm_config(const ModelConfig& c) {
   s["layer"] = c.arch == Arch::mamba1 ? "Mamba1" : c.arch == Arch::mamba2 ? "Mamba2" : "Mamba3";
   s["d_state"] = c.d_state;
   s["expand"] = c.expand;
-  s["bias"] = c.proj_bias;
+  if (c.arch != Arch::mamba3) s["bias"] = c.proj_bias;
   s["dt_min"] = c.dt_min;
   s["dt_max"] = c.dt_max;
   s["dt_init_floor"] = c.dt_init_floor;
@@ -262,6 +262,8 @@ nlohmann::json mamba_ssm_config(const ModelConfig& c) {
     s["headdim"] = c.headdim;
     s["ngroups"] = c.ngroups;
     s["chunk_size"] = c.chunk_size;
+  }
+  if (c.arch == Arch::mamba2) {  // Mamba3's constructor has none of these
     s["D_has_hdim"] = c.d_has_hdim;
     s["norm_before_gate"] = c.norm_before_gate;
     s["dt_limit"] = {io::json_number(c.dt_limit_lo), io::json_number(c.dt_limit_hi)};
