@@ -8,7 +8,6 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
-#include <nlohmann/json.hpp>
 
 #include "ssm/json_config.h"
 
@@ -21,69 +20,11 @@ namespace {
 
 using namespace ssm;
 namespace fs = std::filesystem;
-using nlohmann::json;
 
 struct Opts {
   std::string model, out, dtype = "f32", format = "hf";
   bool no_verify = false;
 };
-
-json mamba_ssm_config(const ModelConfig& c) {
-  SSM_CHECK(c.arch != Arch::falcon_mamba, "convert", "mamba_ssm has no Falcon-Mamba layer: use --format hf");
-  SSM_CHECK(c.selective, "convert", "mamba_ssm has no non-selective (LTI) Mamba layer: use --format hf");
-  SSM_CHECK(c.d_inner == c.expand * c.d_model, "convert", "d_inner != expand * d_model has no mamba_ssm form");
-  SSM_CHECK(c.norm_eps == 1e-5, "convert", "mamba_ssm configs fix the norm epsilon at 1e-5; this model uses " +
-                                               std::to_string(c.norm_eps) + " (use --format hf)");
-  // The padding multiple that turns the real vocabulary into the embedding's rows.
-  int64_t mult = c.vocab_size;
-  for (int64_t m = 1; m <= c.vocab_size; m *= 2)
-    if ((c.vocab_size_real + m - 1) / m * m == c.vocab_size) {
-      mult = m;
-      break;
-    }
-  json s;
-  s["layer"] = c.arch == Arch::mamba1 ? "Mamba1" : c.arch == Arch::mamba2 ? "Mamba2" : "Mamba3";
-  s["d_state"] = c.d_state;
-  s["expand"] = c.expand;
-  s["bias"] = c.proj_bias;
-  s["dt_min"] = c.dt_min;
-  s["dt_max"] = c.dt_max;
-  s["dt_init_floor"] = c.dt_init_floor;
-  if (c.arch != Arch::mamba3) {
-    s["d_conv"] = c.d_conv;
-    s["conv_bias"] = c.conv_bias;
-  }
-  if (c.arch == Arch::mamba1) {
-    s["dt_rank"] = c.dt_rank;
-  } else {
-    s["headdim"] = c.headdim;
-    s["ngroups"] = c.ngroups;
-    s["chunk_size"] = c.chunk_size;
-    s["D_has_hdim"] = c.d_has_hdim;
-    s["norm_before_gate"] = c.norm_before_gate;
-    s["dt_limit"] = {io::json_number(c.dt_limit_lo), io::json_number(c.dt_limit_hi)};
-  }
-  if (c.arch == Arch::mamba3) {
-    s["A_floor"] = c.a_floor;
-    s["is_mimo"] = c.is_mimo;
-    s["mimo_rank"] = c.mimo_rank;
-    s["rope_fraction"] = c.rope_fraction;
-  }
-  json j;
-  j["d_model"] = c.d_model;
-  j["d_intermediate"] = 0;
-  j["n_layer"] = c.n_layer;
-  j["vocab_size"] = c.vocab_size_real;
-  j["ssm_cfg"] = s;
-  j["attn_layer_idx"] = json::array();
-  j["attn_cfg"] = json::object();
-  j["rms_norm"] = c.rms_norm;
-  j["residual_in_fp32"] = c.residual_in_fp32;
-  j["fused_add_norm"] = true;
-  j["pad_vocab_size_multiple"] = mult;
-  j["tie_embeddings"] = c.tie_embeddings;
-  return j;
-}
 
 void write_text(const fs::path& p, const std::string& text) {
   std::ofstream f(p, std::ios::binary | std::ios::trunc);
@@ -124,7 +65,7 @@ int run(const Opts& o) {
                  "note: n_groups = %lld: ssm reads this copy with mamba_ssm's per-group gated norm; Hugging Face "
                  "transformers' pure-PyTorch Mamba-2 path normalises over all groups at once\n",
                  (long long)c.ngroups);
-  std::string cfg_text = o.format == "hf" ? c.to_hf_json(lo.weight_dtype) : io::dump_json(mamba_ssm_config(c)) + "\n";
+  std::string cfg_text = o.format == "hf" ? c.to_hf_json(lo.weight_dtype) : c.to_mamba_ssm_json();
 
   const std::string emb_src = c.hf_format ? "backbone.embeddings.weight" : "backbone.embedding.weight";
   const std::string emb_dst = o.format == "hf" ? "backbone.embeddings.weight" : "backbone.embedding.weight";

@@ -28,13 +28,13 @@ ssm::tools::Command train_cmd{
           ->capture_default_str();
       app.add_option("--val-fraction", t.val_fraction, "held-out fraction")->capture_default_str();
       app.add_option("--config", o->config, "model config.json (Hugging Face or mamba_ssm format) instead of the flags below");
-      app.add_option("--arch", o->arch, "mamba1 | mamba2")->capture_default_str();
+      app.add_option("--arch", o->arch, "mamba1 | mamba2 | mamba3 (SISO)")->capture_default_str();
       app.add_option("--d-model", o->d_model, "model width")->capture_default_str();
       app.add_option("--n-layer", o->n_layer, "layers")->capture_default_str();
       app.add_option("--d-state", o->d_state, "SSM state size")->capture_default_str();
       app.add_option("--expand", o->expand, "inner expansion")->capture_default_str();
-      app.add_option("--headdim", o->headdim, "Mamba-2 head dimension")->capture_default_str();
-      app.add_option("--chunk", o->chunk, "Mamba-2 chunk size")->capture_default_str();
+      app.add_option("--headdim", o->headdim, "Mamba-2/3 head dimension")->capture_default_str();
+      app.add_option("--chunk", o->chunk, "Mamba-2/3 chunk size")->capture_default_str();
       app.add_flag("--lti", o->lti, "Mamba-1 without selection (the paper's LTI ablation): Δ, B, C input-independent");
       app.add_option("--steps", t.steps, "optimizer steps")->capture_default_str();
       app.add_option("-b,--batch", t.batch, "sequences per micro-batch")->capture_default_str();
@@ -60,6 +60,7 @@ ssm::tools::Command train_cmd{
           "Examples:\n"
           "  ssm train --data shakespeare.txt --steps 2000 -o runs/shakespeare\n"
           "  ssm train --data shakespeare.txt --arch mamba2 --d-model 256 --n-layer 6 -o runs/m2\n"
+          "  ssm train --data shakespeare.txt --arch mamba3 --d-state 32 --headdim 16 -o runs/m3\n"
           "  ssm train --data shakespeare.txt -o runs/shakespeare --resume\n"
           "  ssm train --task selective_copying --task-len 256 --n-layer 2 --d-model 64 --lti -o runs/sc-lti\n"
           "  (the synthetic-task recipes, with their full commands: recipes/induction-heads, recipes/selective-copying)\n"
@@ -71,8 +72,12 @@ ssm::tools::Command train_cmd{
           t.model = ssm::ModelConfig::from_json_file(o->config);
         } else {
           auto& m = t.model;
-          SSM_CHECK(o->arch == "mamba1" || o->arch == "mamba2", "train", "--arch must be mamba1 or mamba2");
-          m.arch = o->arch == "mamba1" ? ssm::Arch::mamba1 : ssm::Arch::mamba2;
+          SSM_CHECK(o->arch == "mamba1" || o->arch == "mamba2" || o->arch == "mamba3", "train",
+                    "--arch must be mamba1, mamba2 or mamba3, got '" + o->arch + "'");
+          m.arch = o->arch == "mamba1"   ? ssm::Arch::mamba1
+                   : o->arch == "mamba2" ? ssm::Arch::mamba2
+                                         : ssm::Arch::mamba3;
+          m.hf_format = m.arch != ssm::Arch::mamba3;  // Mamba-3 exists only in mamba_ssm form (names and config)
           SSM_CHECK(!o->lti || m.arch == ssm::Arch::mamba1, "train", "--lti needs --arch mamba1");
           m.selective = !o->lti;
           m.d_model = o->d_model;

@@ -51,6 +51,10 @@ struct ModelConfig {
   // Hugging Face config.json text (Infinity written as Python's json does); throws for
   // configurations that have no Hugging Face form (Mamba-3, LayerNorm blocks, D per channel).
   std::string to_hf_json(DType weight_dtype = DType::f32) const;
+  // mamba_ssm config.json text (MambaLMHeadModel's fields; throws for Falcon-Mamba, which it lacks).
+  std::string to_mamba_ssm_json() const;
+  // The form a trained model is exported in: Hugging Face where it exists, else mamba_ssm (Mamba-3).
+  std::string to_json() const;
 };
 
 struct DecodeScratch;  // the buffers of Model::step

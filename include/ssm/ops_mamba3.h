@@ -25,7 +25,7 @@ namespace ssm {
 //   y_t = S_t q̃_t + D v_t;  y_t *= silu(z_t)
 // Outputs: y [B, L, H, P] and the final state (angle_state θ_L, ssm_state S_L, k_state k̃_{L-1},
 // v_state v_{L-1}), which continues the recurrence exactly when passed back as the initial state.
-// Forward only: requesting a gradient through this op throws.
+// Differentiable in every input, the initial state included (the mod 2π of θ has derivative 1).
 struct Mamba3SisoArgs {
   Tensor q, k, v, adt, dt, trap, q_bias, k_bias, angles, D, z;
   Tensor angle_state, ssm_state, k_state, v_state;

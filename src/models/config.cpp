@@ -235,6 +235,72 @@ nlohmann::json hf_config(const ModelConfig& c, DType wd) {
 
 }  // namespace
 
+namespace {
+nlohmann::json mamba_ssm_config(const ModelConfig& c) {
+  SSM_CHECK(c.arch != Arch::falcon_mamba, "config", "mamba_ssm has no Falcon-Mamba layer: use the Hugging Face form");
+  SSM_CHECK(c.selective, "config", "mamba_ssm has no non-selective (LTI) Mamba layer: use the Hugging Face form");
+  SSM_CHECK(c.d_inner == c.expand * c.d_model, "config", "d_inner != expand * d_model has no mamba_ssm form");
+  SSM_CHECK(c.norm_eps == 1e-5, "config", "mamba_ssm configs fix the norm epsilon at 1e-5; this model uses " +
+                                               std::to_string(c.norm_eps) + " (use the Hugging Face form)");
+  // The padding multiple that turns the real vocabulary into the embedding's rows.
+  int64_t mult = c.vocab_size;
+  for (int64_t m = 1; m <= c.vocab_size; m *= 2)
+    if ((c.vocab_size_real + m - 1) / m * m == c.vocab_size) {
+      mult = m;
+      break;
+    }
+  nlohmann::json s;
+  s["layer"] = c.arch == Arch::mamba1 ? "Mamba1" : c.arch == Arch::mamba2 ? "Mamba2" : "Mamba3";
+  s["d_state"] = c.d_state;
+  s["expand"] = c.expand;
+  if (c.arch != Arch::mamba3) s["bias"] = c.proj_bias;
+  s["dt_min"] = c.dt_min;
+  s["dt_max"] = c.dt_max;
+  s["dt_init_floor"] = c.dt_init_floor;
+  if (c.arch != Arch::mamba3) {
+    s["d_conv"] = c.d_conv;
+    s["conv_bias"] = c.conv_bias;
+  }
+  if (c.arch == Arch::mamba1) {
+    s["dt_rank"] = c.dt_rank;
+  } else {
+    s["headdim"] = c.headdim;
+    s["ngroups"] = c.ngroups;
+    s["chunk_size"] = c.chunk_size;
+  }
+  if (c.arch == Arch::mamba2) {  // Mamba3's constructor has none of these
+    s["D_has_hdim"] = c.d_has_hdim;
+    s["norm_before_gate"] = c.norm_before_gate;
+    s["dt_limit"] = {io::json_number(c.dt_limit_lo), io::json_number(c.dt_limit_hi)};
+  }
+  if (c.arch == Arch::mamba3) {
+    s["A_floor"] = c.a_floor;
+    s["is_mimo"] = c.is_mimo;
+    s["mimo_rank"] = c.mimo_rank;
+    s["rope_fraction"] = c.rope_fraction;
+  }
+  nlohmann::json j;
+  j["d_model"] = c.d_model;
+  j["d_intermediate"] = 0;
+  j["n_layer"] = c.n_layer;
+  j["vocab_size"] = c.vocab_size_real;
+  j["ssm_cfg"] = s;
+  j["attn_layer_idx"] = nlohmann::json::array();
+  j["attn_cfg"] = nlohmann::json::object();
+  j["rms_norm"] = c.rms_norm;
+  j["residual_in_fp32"] = c.residual_in_fp32;
+  j["fused_add_norm"] = true;
+  j["pad_vocab_size_multiple"] = mult;
+  j["tie_embeddings"] = c.tie_embeddings;
+  return j;
+}
+
+}  // namespace
+
+std::string ModelConfig::to_mamba_ssm_json() const { return io::dump_json(mamba_ssm_config(*this)) + "\n"; }
+
+std::string ModelConfig::to_json() const { return arch == Arch::mamba3 ? to_mamba_ssm_json() : to_hf_json(); }
+
 std::string ModelConfig::to_hf_json(DType weight_dtype) const {
   return io::dump_json(hf_config(*this, weight_dtype)) + "\n";
 }

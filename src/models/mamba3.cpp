@@ -16,7 +16,7 @@ namespace {
 struct Mamba3Layer {
   Tensor in_proj;         // [2*Di + 2*G*N + 3*H + S, dm], rows [z, x, B, C, dd_dt, dd_A, trap, angles]
   Tensor dt_bias, D;      // [H], [H]
-  Tensor B_bias, C_bias;  // [H, N] (checkpoint shape [H, 1, N])
+  Tensor B_bias, C_bias;  // [H, 1, N] as in the checkpoint (viewed as [H, N] per forward, so gradients reach them)
   Tensor B_norm, C_norm;  // [N]
   Tensor out_proj;        // [dm, Di]
 };
@@ -56,8 +56,8 @@ class Mamba3Model : public Model {
       };
       l.in_proj = get("in_proj.weight", {d_in_proj, c.d_model}, md, K::linear);
       l.dt_bias = get("dt_bias", {H}, DType::f32, K::dt_bias);
-      l.B_bias = get("B_bias", {H, 1, N}, DType::f32, K::ones).view({H, N});
-      l.C_bias = get("C_bias", {H, 1, N}, DType::f32, K::ones).view({H, N});
+      l.B_bias = get("B_bias", {H, 1, N}, DType::f32, K::ones);
+      l.C_bias = get("C_bias", {H, 1, N}, DType::f32, K::ones);
       l.B_norm = get("B_norm.weight", {N}, DType::f32, K::ones);
       l.C_norm = get("C_norm.weight", {N}, DType::f32, K::ones);
       l.D = get("D", {H}, DType::f32, K::ones);
@@ -103,8 +103,8 @@ class Mamba3Model : public Model {
     a.dt = DT;
     a.trap = trap;
 
-    a.q_bias = l.C_bias;
-    a.k_bias = l.B_bias;
+    a.q_bias = l.C_bias.view({H, N});
+    a.k_bias = l.B_bias.view({H, N});
     a.angles = angles;
     a.D = l.D;
     a.z = z;

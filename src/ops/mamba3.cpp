@@ -3,13 +3,14 @@
 // (S cos/sin pairs), then makes one pass over the [P, N] state that applies the decay, both rank-1
 // input terms (previous and current token) and the read-out S q̃ with 8-lane vectors. Its cost is
 // that of the state update itself (~4·P·N flops per token and head), the state stays in L1, and the
-// recurrent decode step (L = 1) is the same code path. Forward only.
+// recurrent decode step (L = 1) is the same code path. The backward is in mamba3_backward.cpp.
 #include "ops/reference/mamba3.h"
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "ops/mamba3_backward.h"
 #include "ops/op_util.h"
 #include "ops/scan_common.h"
 #include "ssm/ops_mamba3.h"
@@ -257,10 +258,10 @@ Mamba3SisoOut mamba3_siso_scan(const Mamba3SisoArgs& a) {
     ref::mamba3_siso_ref(r);
   });
   autograd::record(kOp, orig, {&o.y, &o.angle_state, &o.ssm_state, &o.k_state, &o.v_state},
-                   [](const std::vector<Tensor>&) -> std::vector<Tensor> {
-                     fail(kOp,
-                          "backward not implemented (the Mamba-3 SISO scan is forward only; run it under "
-                          "autograd::NoGradGuard or without inputs that require grad)");
+                   [in](const std::vector<Tensor>& g) {
+                     std::vector<Tensor> gc;
+                     for (const Tensor& t : g) gc.push_back(t.defined() ? t.contiguous() : Tensor());
+                     return detail::mamba3_siso_backward(in, gc);
                    });
   return o;
 }

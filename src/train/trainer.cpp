@@ -167,7 +167,7 @@ double run_training(const TrainConfig& cfg) {
     const auto& meta = st.metadata();
     SSM_CHECK(meta.count("config") && meta.count("step") && meta.count("data_position"), "train",
               ckpts.back().second.string() + " is not a training checkpoint (metadata missing)");
-    SSM_CHECK(meta.at("config") == mc.to_hf_json(), "train",
+    SSM_CHECK(meta.at("config") == mc.to_json(), "train",
               "checkpoint " + ckpts.back().second.string() + " is for another model configuration:\n" +
                   meta.at("config"));
     std::vector<std::pair<std::string, Tensor>> opt_state;
@@ -207,7 +207,7 @@ double run_training(const TrainConfig& cfg) {
     std::vector<std::pair<std::string, Tensor>> ts;
     for (auto& [n, p] : params) ts.push_back({"param." + n, p.detach()});
     for (auto& [n, t] : opt.state()) ts.push_back({"opt." + n, t});
-    std::map<std::string, std::string> meta{{"config", mc.to_hf_json()},
+    std::map<std::string, std::string> meta{{"config", mc.to_json()},
                                             {"step", std::to_string(step)},
                                             {"data_position", std::to_string(train_loader.position())},
                                             {"format", "ssm.cpp training checkpoint v1"}};
@@ -293,7 +293,7 @@ double run_training(const TrainConfig& cfg) {
   std::vector<std::pair<std::string, Tensor>> ws;
   for (auto& [n, p] : params) ws.push_back({n, p.detach()});
   io::save_safetensors((mdir / "model.safetensors").string(), ws);
-  write_text_atomic((mdir / "config.json").string(), mc.to_hf_json());
+  write_text_atomic((mdir / "config.json").string(), mc.to_json());
   if (is_task) {
     // task models have no text vocabulary
   } else if (cfg.tokenizer == "byte")
