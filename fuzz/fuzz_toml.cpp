@@ -11,9 +11,12 @@ double walk(const nlohmann::json& j) {
   double s = 0;
   if (j.is_object() || j.is_array())
     for (const auto& v : j) s += walk(v);
-  else if (j.is_number()) s += j.get<double>();
-  else if (j.is_string()) s += double(j.get_ref<const std::string&>().size());
-  else if (j.is_boolean()) s += j.get<bool>() ? 1 : 0;
+  else if (j.is_number())
+    s += j.get<double>();
+  else if (j.is_string())
+    s += double(j.get_ref<const std::string&>().size());
+  else if (j.is_boolean())
+    s += j.get<bool>() ? 1 : 0;
   return s;
 }
 }  // namespace

@@ -1,7 +1,8 @@
 // Helpers shared by the training tests: a tiny model configuration and a small text file.
 #pragma once
-#include <fstream>
 #include <gtest/gtest.h>
+
+#include <fstream>
 #include <sstream>
 #include <string>
 

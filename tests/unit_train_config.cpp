@@ -107,7 +107,7 @@ TEST(Toml, ErrorsNameTheLine) {
 // ---- end to end through the binary ----
 struct Cmd {
   int code = -1;
-  std::string err;
+  std::string err, out;
 };
 
 class TrainConfigCli : public ::testing::Test {
@@ -126,9 +126,9 @@ class TrainConfigCli : public ::testing::Test {
     return path(n);
   }
   Cmd ssm(const std::string& args) const {
-    std::string cmd = std::string(SSM_BINARY_DIR) + "/ssm -t 1 " + args + " > /dev/null 2> " + path("err.txt");
+    std::string cmd = std::string(SSM_BINARY_DIR) + "/ssm -t 1 " + args + " > " + path("out.txt") + " 2> " + path("err.txt");
     int st = std::system(cmd.c_str());
-    return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, slurp(path("err.txt"))};
+    return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, slurp(path("err.txt")), slurp(path("out.txt"))};
   }
   // A valid config for a tiny run (2 steps), with `extra` appended.
   std::string tiny_toml(const std::string& extra = "") const {
@@ -206,10 +206,18 @@ TEST_F(TrainConfigCli, BadConfigsAreClearErrors) {
 TEST_F(TrainConfigCli, TheRecipeConfigIsValid) {
   // The example config parses and every key is known; --steps 0 is refused only after the file
   // was applied (so the error is about steps, not about the file).
-  Cmd r = ssm("train --config " + std::string(SSM_SOURCE_DIR) + "/recipes/shakespeare-char/train.toml --steps 0 --data " +
-              data_);
+  Cmd r = ssm("train --config " + std::string(SSM_SOURCE_DIR) +
+              "/recipes/shakespeare-char/train.toml --steps 0 --data " + data_);
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("steps and grad_accum must be >= 1"), std::string::npos) << r.err;
+  // --help lists every table and key (generated from the options) and shows the example.
+  r = ssm("train --help");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.out.find("[model] model_config arch d_model n_layer d_state expand headdim chunk\n"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("[eval] eval_every eval_batches sample_every sample_len sample_prompt sample_temp\n"),
+            std::string::npos);
+  EXPECT_NE(r.out.find("For example (recipes/shakespeare-char/train.toml)"), std::string::npos);
 }
 
 }  // namespace

@@ -8,8 +8,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -59,8 +59,9 @@ TEST(TrainErrors, DivergingLossStopsAndKeepsTheLastGoodCheckpoint) {
   }
   // The step that went wrong is named, and so is the checkpoint that is kept.
   auto ckpts = files_in(out);
-  ckpts.erase(std::remove_if(ckpts.begin(), ckpts.end(), [](const std::string& n) { return n.rfind("checkpoint-", 0) != 0; }),
-              ckpts.end());
+  ckpts.erase(
+      std::remove_if(ckpts.begin(), ckpts.end(), [](const std::string& n) { return n.rfind("checkpoint-", 0) != 0; }),
+      ckpts.end());
   ASSERT_FALSE(ckpts.empty()) << msg;
   int64_t bad_step = int64_t(ckpts.size()) + 1;  // checkpoints 1..k were written, step k+1 failed
   EXPECT_NE(msg.find("at step " + std::to_string(bad_step) + ";"), std::string::npos) << msg;
@@ -97,7 +98,9 @@ TEST(TrainErrors, DiskFullWhileSavingKeepsThePreviousCheckpoint) {
     ::close(pipefd[0]);
     set_num_threads(1);  // the pool's worker threads do not exist in the child
     ::signal(SIGXFSZ, SIG_IGN);
-    struct rlimit rl {rlim_t(before.size() / 2), rlim_t(before.size() / 2)};
+    struct rlimit rl {
+      rlim_t(before.size() / 2), rlim_t(before.size() / 2)
+    };
     ::setrlimit(RLIMIT_FSIZE, &rl);
     train::TrainConfig r = tiny_config(out, data);
     r.resume = true;

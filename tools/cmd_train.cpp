@@ -51,7 +51,7 @@ ssm::tools::Command train_cmd{
       s.add(app, "training", "--seed", t.seed, "seed (initialisation, data order, samples)");
       s.add(app, "eval", "--eval-every", t.eval_every, "validation every N steps");
       s.add(app, "eval", "--eval-batches", t.eval_batches, "validation batches");
-      s.add(app, "eval", "--sample-every", t.sample_every, "print and log a generated text sample every N steps (0 = off)");
+      s.add(app, "eval", "--sample-every", t.sample_every, "print and log a text sample every N steps (0 = off)");
       s.add(app, "eval", "--sample-len", t.sample_len, "tokens per sample");
       s.add(app, "eval", "--sample-prompt", t.sample_prompt, "text each sample starts from");
       s.add(app, "eval", "--sample-temp", t.sample_temp, "sampling temperature (0 = greedy)");

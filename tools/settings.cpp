@@ -52,7 +52,8 @@ void Settings::apply_file(const std::string& path) const {
         if (e->key == key) found = e;
       if (!found) {
         for (const Entry& e : entries_)
-          SSM_CHECK(e.key != key, "config", at(p) + "'" + key + "' belongs in the table [" + e.table + "], not [" + table + "]");
+          SSM_CHECK(e.key != key, "config",
+                    at(p) + "'" + key + "' belongs in the table [" + e.table + "], not [" + table + "]");
         std::string known;
         for (const Entry* e : it->second) known += " " + e->key;
         fail("config", at(p) + "unknown key '" + key + "' in [" + table + "] (known:" + known + ")");

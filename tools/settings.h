@@ -22,14 +22,14 @@ class Settings {
  public:
   // Adds the option `flags` (e.g. "-b,--batch") to `app` as a setting of table `table`.
   template <class T>
-  CLI::Option* add(CLI::App& app, const std::string& table, const std::string& flags, T& value, const std::string& help) {
+  CLI::Option* add(CLI::App& app, const std::string& table, const std::string& flags, T& value,
+                   const std::string& help) {
     CLI::Option* o = app.add_option(flags, value, help)->capture_default_str();
     std::string key = o->get_single_name();
     for (char& c : key)
       if (c == '-') c = '_';
-    entries_.push_back({table, key, type_name<T>(), o, [&value](const nlohmann::json& j, const std::string& what) {
-                          assign(value, j, what);
-                        }});
+    entries_.push_back({table, key, type_name<T>(), o,
+                        [&value](const nlohmann::json& j, const std::string& what) { assign(value, j, what); }});
     return o;
   }
 
@@ -46,13 +46,19 @@ class Settings {
     std::function<void(const nlohmann::json&, const std::string&)> set;
   };
 
-  template <class T> static std::string type_name() {
-    if constexpr (std::is_same_v<T, std::string>) return "a string";
-    else if constexpr (std::is_floating_point_v<T>) return "a number";
-    else return std::is_unsigned_v<T> ? "a non-negative integer" : "an integer";
+  template <class T>
+  static std::string type_name() {
+    if constexpr (std::is_same_v<T, std::string>)
+      return "a string";
+    else if constexpr (std::is_floating_point_v<T>)
+      return "a number";
+    else
+      return std::is_unsigned_v<T> ? "a non-negative integer" : "an integer";
   }
-  template <class T> static void assign(T& v, const nlohmann::json& j, const std::string& what) {
-    const std::string bad = what + " must be " + type_name<T>() + ", not " + j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  template <class T>
+  static void assign(T& v, const nlohmann::json& j, const std::string& what) {
+    const std::string bad = what + " must be " + type_name<T>() + ", not " +
+                            j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     if constexpr (std::is_same_v<T, std::string>) {
       if (!j.is_string()) fail("config", bad);
       v = j.get<std::string>();

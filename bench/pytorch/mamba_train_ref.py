@@ -18,9 +18,12 @@ tokens (the last one is only a target), as in `ssm train --seq-len`.
   python3 bench/pytorch/mamba_train_ref.py --d-model 768 --n-layer 24 --vocab 50280 -b 1 -l 256
 
 Prints one JSON line: median tokens/s over the timed steps (after warm-up) and the peak RSS.
+With --export DIR it writes the model (mamba_ssm format), a batch and its loss instead, so that
+`ssm loss` can confirm both programs compute the same function.
 """
 import argparse
 import json
+import os
 import math
 import resource
 import statistics
@@ -92,18 +95,55 @@ class Block(nn.Module):
         return h + self.mixer(self.norm(h))
 
 
-class MambaLM(nn.Module):
+class Backbone(nn.Module):
     def __init__(self, vocab, d_model, n_layer, d_state, expand):
         super().__init__()
-        self.embeddings = nn.Embedding(vocab, d_model)
+        self.embedding = nn.Embedding(vocab, d_model)
         self.layers = nn.ModuleList([Block(d_model, d_state, expand) for _ in range(n_layer)])
         self.norm_f = RMSNorm(d_model)
 
+
+class MambaLM(nn.Module):  # parameter names as mamba_ssm's MambaLMHeadModel (lm_head tied)
+    def __init__(self, vocab, d_model, n_layer, d_state, expand):
+        super().__init__()
+        self.backbone = Backbone(vocab, d_model, n_layer, d_state, expand)
+
     def forward(self, ids):
-        h = self.embeddings(ids)
-        for layer in self.layers:
+        b = self.backbone
+        h = b.embedding(ids)
+        for layer in b.layers:
             h = layer(h)
-        return F.linear(self.norm_f(h), self.embeddings.weight)  # tied head
+        return F.linear(b.norm_f(h), b.embedding.weight)  # tied head
+
+
+def write_safetensors(path, tensors):
+    """The safetensors format by hand (torch 1.13 has no writer): u64 header size, JSON, data."""
+    header, blobs, off = {}, [], 0
+    for name, t in tensors.items():
+        t = t.detach().contiguous()
+        dtype = {torch.float32: "F32", torch.int64: "I64"}[t.dtype]
+        raw = t.numpy().tobytes()
+        header[name] = {"dtype": dtype, "shape": list(t.shape), "data_offsets": [off, off + len(raw)]}
+        blobs.append(raw)
+        off += len(raw)
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(len(h).to_bytes(8, "little") + h + b"".join(blobs))
+
+
+def export(model, a, ids, loss, out_dir):
+    """Writes a mamba_ssm-format model folder and the batch, for `ssm loss` to check the same loss."""
+    os.makedirs(out_dir, exist_ok=True)
+    cfg = {"d_model": a.d_model, "n_layer": a.n_layer, "vocab_size": a.vocab, "ssm_cfg": {"d_state": a.d_state, "expand": a.expand},
+           "rms_norm": True, "residual_in_fp32": True, "fused_add_norm": True, "pad_vocab_size_multiple": 1,
+           "tie_embeddings": True}
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+    write_safetensors(os.path.join(out_dir, "model.safetensors"), dict(model.state_dict()))
+    write_safetensors(os.path.join(out_dir, "input_ids.safetensors"), {"input_ids": ids})
+    with open(os.path.join(out_dir, "loss.txt"), "w") as f:
+        f.write("%.9g\n" % loss)
 
 
 def main():
@@ -119,10 +159,20 @@ def main():
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--export", metavar="DIR", help="write the initial model, one batch and its loss to DIR "
+                    "(for `ssm loss -m DIR --input-ids DIR/input_ids.safetensors`) instead of timing")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     model = MambaLM(a.vocab, a.d_model, a.n_layer, a.d_state, a.expand)
+    if a.export:
+        ids = torch.randint(0, a.vocab, (a.batch, a.seq_len + 1))
+        with torch.no_grad():
+            logits = model(ids)
+            loss = F.cross_entropy(logits[:, :-1].reshape(-1, a.vocab), ids[:, 1:].reshape(-1)).item()
+        export(model, a, ids, loss, a.export)
+        print(json.dumps({"exported": a.export, "loss": loss}))
+        return
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "A_log" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "A_log" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],

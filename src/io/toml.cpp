@@ -65,7 +65,8 @@ class Parser {
       skip_spaces();
       if (!at_end() && s_[i_] == '#') skip_comment();
       if (!at_end()) {
-        if (s_[i_] != '\n' && s_[i_] != '\r') err(std::string("unexpected '") + s_[i_] + "' (expected the end of the line)");
+        if (s_[i_] != '\n' && s_[i_] != '\r')
+          err(std::string("unexpected '") + s_[i_] + "' (expected the end of the line)");
         newline();
       }
     }
@@ -73,7 +74,9 @@ class Parser {
   }
 
  private:
-  [[noreturn]] void err(const std::string& what) const { fail("toml", where_ + ":" + std::to_string(line_) + ": " + what); }
+  [[noreturn]] void err(const std::string& what) const {
+    fail("toml", where_ + ":" + std::to_string(line_) + ": " + what);
+  }
   bool at_end() const { return i_ >= s_.size(); }
   char peek(size_t k = 0) const { return i_ + k < s_.size() ? s_[i_ + k] : '\0'; }
   bool starts(const char* lit) const { return s_.compare(i_, std::char_traits<char>::length(lit), lit) == 0; }
@@ -89,7 +92,8 @@ class Parser {
       for (size_t k = 0; k < ln.size(); ++k) {
         unsigned char c = static_cast<unsigned char>(ln[k]);
         bool crlf = c == '\r' && k + 1 == ln.size() && e != std::string::npos;
-        if ((c < 0x20 && c != '\t' && !crlf) || c == 0x7F) err("control character " + std::to_string(int(c)) + " in the text");
+        if ((c < 0x20 && c != '\t' && !crlf) || c == 0x7F)
+          err("control character " + std::to_string(int(c)) + " in the text");
       }
       if (e == std::string::npos) break;
       b = e + 1;
@@ -113,9 +117,12 @@ class Parser {
     while (!at_end()) {
       skip_spaces();
       if (at_end()) return;
-      if (s_[i_] == '#') skip_comment();
-      else if (s_[i_] == '\n' || s_[i_] == '\r') newline();
-      else return;
+      if (s_[i_] == '#')
+        skip_comment();
+      else if (s_[i_] == '\n' || s_[i_] == '\r')
+        newline();
+      else
+        return;
     }
   }
 
@@ -126,7 +133,9 @@ class Parser {
     }
     size_t b = i_;
     while (!at_end() && is_bare_key_char(s_[i_])) ++i_;
-    if (i_ == b) err(at_end() || s_[i_] == '\n' || s_[i_] == '\r' ? "expected a key" : std::string("unexpected '") + s_[i_] + "' (expected a key)");
+    if (i_ == b)
+      err(at_end() || s_[i_] == '\n' || s_[i_] == '\r' ? "expected a key"
+                                                       : std::string("unexpected '") + s_[i_] + "' (expected a key)");
     return s_.substr(b, i_ - b);
   }
 
@@ -210,8 +219,7 @@ class Parser {
       err("hexadecimal, octal and binary integers are not supported ('" + path + "')");
     bool date = body.size() >= 5 && body[4] == '-';
     for (size_t k = 0; date && k < 4; ++k) date = std::isdigit(static_cast<unsigned char>(body[k]));
-    if (body.find(':') != std::string::npos || date)
-      err("dates and times are not supported ('" + path + "')");
+    if (body.find(':') != std::string::npos || date) err("dates and times are not supported ('" + path + "')");
     // Digits with single underscores between digits; returns the digits, or "" when malformed.
     auto digits = [&](size_t& q) {
       std::string d;
@@ -285,24 +293,42 @@ class Parser {
       char e = peek();
       ++i_;
       switch (e) {
-        case 'b': out += '\b'; break;
-        case 't': out += '\t'; break;
-        case 'n': out += '\n'; break;
-        case 'f': out += '\f'; break;
-        case 'r': out += '\r'; break;
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
+        case 'b':
+          out += '\b';
+          break;
+        case 't':
+          out += '\t';
+          break;
+        case 'n':
+          out += '\n';
+          break;
+        case 'f':
+          out += '\f';
+          break;
+        case 'r':
+          out += '\r';
+          break;
+        case '"':
+          out += '"';
+          break;
+        case '\\':
+          out += '\\';
+          break;
         case 'u':
         case 'U': {
           size_t n = e == 'u' ? 4 : 8;
           uint32_t cp = 0;
           for (size_t k = 0; k < n; ++k, ++i_) {
             char h = peek();
-            int d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10 : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
+            int d = h >= '0' && h <= '9'   ? h - '0'
+                    : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                    : h >= 'A' && h <= 'F' ? h - 'A' + 10
+                                           : -1;
             if (d < 0) err(std::string("\\") + e + " needs " + std::to_string(n) + " hexadecimal digits");
             cp = cp * 16 + uint32_t(d);
           }
-          if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) err("\\" + std::string(1, e) + " escape is not a Unicode scalar value");
+          if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            err("\\" + std::string(1, e) + " escape is not a Unicode scalar value");
           append_utf8(out, cp);
           break;
         }
@@ -326,7 +352,8 @@ class Parser {
         ++i_;
         continue;
       }
-      if (peek() != ']') err(at_end() ? "unterminated array '" + path + "'" : "expected ',' or ']' in the array '" + path + "'");
+      if (peek() != ']')
+        err(at_end() ? "unterminated array '" + path + "'" : "expected ',' or ']' in the array '" + path + "'");
       break;
     }
     ++i_;  // ']'
@@ -343,7 +370,9 @@ class Parser {
 
 }  // namespace
 
-TomlDocument parse_toml(const std::string& text, const std::string& where) { return Parser(text, where).run(); }
+TomlDocument parse_toml(const std::string& text, const std::string& where) {
+  return Parser(text, where).run();
+}
 
 TomlDocument load_toml_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
