@@ -1,5 +1,5 @@
 // ssm bench: prompt processing (pp) and token generation (tg) speed in the manner of llama-bench,
-// with the decode memory-bandwidth bound.
+// with the decode memory-bandwidth bound and the peak resident memory.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -146,6 +146,8 @@ ssm::tools::Command cmd{
             if (r >= 0) tg.push_back(double(o->n_gen) / s);
           }
         }
+        // Before the bandwidth test, whose 1 GiB buffer would dominate it.
+        double rss_mib = double(ssm::peak_rss_bytes()) / (1 << 20);
         double bw = measure_bandwidth_gbs();
         // Decode reads every weight once per token except the embedding, of which it reads one row
         // (the tied head reads it whole).
@@ -160,6 +162,7 @@ ssm::tools::Command cmd{
           j["weight_dtype"] = o->dtype;
           j["threads"] = ssm::num_threads();
           j["bandwidth_gbs"] = bw;
+          j["peak_rss_mib"] = rss_mib;
           j["decode_bound_ts"] = bound;
           if (!pp.empty()) j["pp"] = {{"n", o->n_prompt}, {"avg_ts", stats(pp).mean}, {"stddev_ts", stats(pp).sd}, {"samples_ts", pp}};
           if (!tg.empty()) j["tg"] = {{"n", o->n_gen}, {"avg_ts", stats(tg).mean}, {"stddev_ts", stats(tg).sd}, {"samples_ts", tg}};
@@ -179,6 +182,7 @@ ssm::tools::Command cmd{
                     bw, bound, bytes_tok / (1 << 20));
         if (!tg.empty()) std::printf("; tg reaches %.0f%% of it", 100 * stats(tg).mean / bound);
         std::printf("\nrecurrent state per sequence: %.2f MiB\n", double(model->state_bytes_per_sequence()) / (1 << 20));
+        std::printf("peak RSS %.0f MiB (weights, pp and tg; with -p 0 it is decode alone)\n", rss_mib);
         return 0;
       };
     }};

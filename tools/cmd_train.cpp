@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "command.h"
+#include "settings.h"
 #include "ssm/json_config.h"
 #include "ssm/trainer.h"
 
@@ -10,55 +11,76 @@ using ssm::train::TrainConfig;
 
 struct Opts {
   TrainConfig t;
-  std::string arch = "mamba1", config;
+  std::string arch = "mamba1", model_config, config;
   int64_t d_model = 128, n_layer = 4, d_state = 16, expand = 2, headdim = 32, chunk = 64;
   bool lti = false;
+  ssm::tools::Settings settings;
 };
 
 ssm::tools::Command train_cmd{
     "train", "Train a Mamba language model on a text file", [](CLI::App& app) {
       auto o = std::make_shared<Opts>();
       auto& t = o->t;
-      app.add_option("--data", t.data, "training text file (the last --val-fraction is held out)");
-      app.add_option("--task", t.task, "train on a synthetic task instead: induction | selective_copying");
-      app.add_option("--task-vocab", t.task_vocab, "task vocabulary size")->capture_default_str();
-      app.add_option("--task-len", t.task_len, "task sequence length")->capture_default_str();
-      app.add_option("--task-memorize", t.task_memorize, "selective copying: tokens to memorize")->capture_default_str();
-      app.add_option("--tokenizer", t.tokenizer, "'byte' (256-symbol byte-level vocabulary) or a tokenizer.json")
-          ->capture_default_str();
-      app.add_option("--val-fraction", t.val_fraction, "held-out fraction")->capture_default_str();
-      app.add_option("--config", o->config, "model config.json (Hugging Face or mamba_ssm format) instead of the flags below");
-      app.add_option("--arch", o->arch, "mamba1 | mamba2 | mamba3 (SISO)")->capture_default_str();
-      app.add_option("--d-model", o->d_model, "model width")->capture_default_str();
-      app.add_option("--n-layer", o->n_layer, "layers")->capture_default_str();
-      app.add_option("--d-state", o->d_state, "SSM state size")->capture_default_str();
-      app.add_option("--expand", o->expand, "inner expansion")->capture_default_str();
-      app.add_option("--headdim", o->headdim, "Mamba-2/3 head dimension")->capture_default_str();
-      app.add_option("--chunk", o->chunk, "Mamba-2/3 chunk size")->capture_default_str();
+      auto& s = o->settings;
+      app.add_option("--config", o->config, "settings file (.toml or .json, see below); flags override it");
+      s.add(app, "data", "--data", t.data, "training text file (the last --val-fraction is held out)");
+      s.add(app, "data", "--task", t.task, "train on a synthetic task instead: induction | selective_copying");
+      s.add(app, "data", "--task-vocab", t.task_vocab, "task vocabulary size");
+      s.add(app, "data", "--task-len", t.task_len, "task sequence length");
+      s.add(app, "data", "--task-memorize", t.task_memorize, "selective copying: tokens to memorize");
+      s.add(app, "data", "--tokenizer", t.tokenizer, "'byte' (256-symbol byte-level vocabulary) or a tokenizer.json");
+      s.add(app, "data", "--val-fraction", t.val_fraction, "held-out fraction");
+      s.add(app, "model", "--model-config", o->model_config,
+            "model config.json (Hugging Face or mamba_ssm format) instead of the shape options below");
+      s.add(app, "model", "--arch", o->arch, "mamba1 | mamba2 | mamba3 (SISO)");
+      s.add(app, "model", "--d-model", o->d_model, "model width");
+      s.add(app, "model", "--n-layer", o->n_layer, "layers");
+      s.add(app, "model", "--d-state", o->d_state, "SSM state size");
+      s.add(app, "model", "--expand", o->expand, "inner expansion");
+      s.add(app, "model", "--headdim", o->headdim, "Mamba-2/3 head dimension");
+      s.add(app, "model", "--chunk", o->chunk, "Mamba-2/3 chunk size");
       app.add_flag("--lti", o->lti, "Mamba-1 without selection (the paper's LTI ablation): Δ, B, C input-independent");
-      app.add_option("--steps", t.steps, "optimizer steps")->capture_default_str();
-      app.add_option("-b,--batch", t.batch, "sequences per micro-batch")->capture_default_str();
-      app.add_option("--seq-len", t.seq_len, "tokens per sequence")->capture_default_str();
-      app.add_option("--grad-accum", t.grad_accum, "micro-batches per step")->capture_default_str();
-      app.add_option("--lr", t.lr, "peak learning rate")->capture_default_str();
-      app.add_option("--min-lr", t.min_lr, "final learning rate (cosine)")->capture_default_str();
-      app.add_option("--warmup", t.warmup, "warmup steps")->capture_default_str();
-      app.add_option("--weight-decay", t.weight_decay, "AdamW weight decay")->capture_default_str();
-      app.add_option("--clip", t.clip, "gradient clipping norm (0 = off)")->capture_default_str();
-      app.add_option("--seed", t.seed, "seed (initialisation and data order)")->capture_default_str();
-      app.add_option("--eval-every", t.eval_every, "validation every N steps")->capture_default_str();
-      app.add_option("--eval-batches", t.eval_batches, "validation batches")->capture_default_str();
-      app.add_option("--ckpt-every", t.ckpt_every, "checkpoint every N steps")->capture_default_str();
-      app.add_option("--keep", t.keep_last, "checkpoints kept")->capture_default_str();
-      app.add_option("--log-every", t.log_every, "print a step line every N steps")->capture_default_str();
-      app.add_option("-o,--out", t.out, "output directory")->capture_default_str();
+      s.add(app, "training", "--steps", t.steps, "optimizer steps");
+      s.add(app, "training", "-b,--batch", t.batch, "sequences per micro-batch");
+      s.add(app, "training", "--seq-len", t.seq_len, "tokens per sequence");
+      s.add(app, "training", "--grad-accum", t.grad_accum, "micro-batches per step");
+      s.add(app, "training", "--lr", t.lr, "peak learning rate");
+      s.add(app, "training", "--min-lr", t.min_lr, "final learning rate (cosine)");
+      s.add(app, "training", "--warmup", t.warmup, "warmup steps");
+      s.add(app, "training", "--weight-decay", t.weight_decay, "AdamW weight decay");
+      s.add(app, "training", "--beta2", t.beta2, "AdamW beta2");
+      s.add(app, "training", "--clip", t.clip, "gradient clipping norm (0 = off)");
+      s.add(app, "training", "--seed", t.seed, "seed (initialisation, data order, samples)");
+      s.add(app, "eval", "--eval-every", t.eval_every, "validation every N steps");
+      s.add(app, "eval", "--eval-batches", t.eval_batches, "validation batches");
+      s.add(app, "eval", "--sample-every", t.sample_every, "print and log a text sample every N steps (0 = off)");
+      s.add(app, "eval", "--sample-len", t.sample_len, "tokens per sample");
+      s.add(app, "eval", "--sample-prompt", t.sample_prompt, "text each sample starts from");
+      s.add(app, "eval", "--sample-temp", t.sample_temp, "sampling temperature (0 = greedy)");
+      s.add(app, "output", "-o,--out", t.out, "output directory");
+      s.add(app, "output", "--ckpt-every", t.ckpt_every, "checkpoint every N steps");
+      s.add(app, "output", "--keep", t.keep_last, "checkpoints kept");
+      s.add(app, "output", "--log-every", t.log_every, "print a step line every N steps");
       app.add_flag("--resume", t.resume, "continue from the newest checkpoint in --out");
       app.add_option("--stop-after", t.stop_after, "checkpoint and stop after N steps of this run (resume later)");
       app.footer(
           "Output: <out>/train.jsonl, <out>/checkpoint-*.safetensors, <out>/model/ (HF format), <out>/loss.svg.\n"
-          "Ctrl-C saves a checkpoint; --resume continues bit-identically.\n\n"
+          "Ctrl-C saves a checkpoint; --resume continues bit-identically. The summary line gives tokens/s and\n"
+          "the peak RSS.\n\n"
+          "Config file (--config FILE.toml or FILE.json): the options above, grouped in tables; each key is the\n"
+          "long flag with '_' for '-'. Unknown tables or keys and wrongly typed values are errors; paths are\n"
+          "relative to the working directory; flags on the command line override the file. Tables and keys:\n" +
+          s.describe() +
+          "For example (recipes/shakespeare-char/train.toml):\n"
+          "  [data]\n  data = \"../shared/data/text/tinyshakespeare.txt\"\n"
+          "  [model]\n  d_model = 192\n  n_layer = 4\n"
+          "  [training]\n  steps = 2500\n  batch = 16\n  lr = 3e-3\n"
+          "  [eval]\n  sample_every = 250\n"
+          "  [output]\n  out = \"runs/shakespeare\"\n"
+          "JSON holds the same tables: {\"training\": {\"steps\": 2500}, ...}.\n\n"
           "Examples:\n"
           "  ssm train --data shakespeare.txt --steps 2000 -o runs/shakespeare\n"
+          "  ssm train --config recipes/shakespeare-char/train.toml --steps 100 --sample-every 50\n"
           "  ssm train --data shakespeare.txt --arch mamba2 --d-model 256 --n-layer 6 -o runs/m2\n"
           "  ssm train --data shakespeare.txt --arch mamba3 --d-state 32 --headdim 16 -o runs/m3\n"
           "  ssm train --data shakespeare.txt -o runs/shakespeare --resume\n"
@@ -66,10 +88,11 @@ ssm::tools::Command train_cmd{
           "  (the synthetic-task recipes, with their full commands: recipes/induction-heads, recipes/selective-copying)\n"
           "  ssm generate -m runs/shakespeare/model -p 'ROMEO:'\n");
       return [o]() {
+        if (!o->config.empty()) o->settings.apply_file(o->config);
         TrainConfig t = o->t;
         SSM_CHECK(t.data.empty() != t.task.empty(), "train", "give exactly one of --data FILE or --task NAME");
-        if (!o->config.empty()) {
-          t.model = ssm::ModelConfig::from_json_file(o->config);
+        if (!o->model_config.empty()) {
+          t.model = ssm::ModelConfig::from_json_file(o->model_config);
         } else {
           auto& m = t.model;
           SSM_CHECK(o->arch == "mamba1" || o->arch == "mamba2" || o->arch == "mamba3", "train",

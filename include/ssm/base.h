@@ -57,4 +57,7 @@ void set_num_threads(int n);
 // are at least `grain` long. Runs inline when n <= grain or one thread. Exceptions propagate.
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
+// The largest resident set size this process has had so far, in bytes (getrusage ru_maxrss).
+int64_t peak_rss_bytes();
+
 }  // namespace ssm

@@ -21,15 +21,23 @@ struct TrainConfig {
   double lr = 3e-3, min_lr = 3e-4, weight_decay = 0.1, clip = 1.0, beta2 = 0.95;
   uint64_t seed = 1234;
   // evaluation, samples, checkpoints
-  int64_t eval_every = 100, eval_batches = 8, sample_every = 0, ckpt_every = 200, keep_last = 2, log_every = 1;
+  int64_t eval_every = 100, eval_batches = 8, ckpt_every = 200, keep_last = 2, log_every = 1;
+  // text samples (text data only): every sample_every steps (0 = never) generate sample_len tokens
+  // after sample_prompt at temperature sample_temp (seeded by `seed`), print them and log them
+  int64_t sample_every = 0, sample_len = 200;
+  std::string sample_prompt = "\n";
+  double sample_temp = 0.8;
   std::string out = "runs/train";
   bool resume = false;
   int64_t stop_after = 0;  // > 0: checkpoint and stop after this many steps of this invocation
 };
 
 // Runs training; returns the final validation loss. Writes into cfg.out: train.jsonl (one line per
-// step and eval), checkpoint-<step>.safetensors (weights + AdamW state + position, atomic),
+// step, eval and sample, and a closing summary with tokens/s and peak RSS),
+// checkpoint-<step>.safetensors (weights + AdamW state + position, atomic),
 // model/ (Hugging Face-format export: config.json, model.safetensors, tokenizer.json) and loss.svg.
+// A non-finite loss or gradient norm stops the run before the optimizer step (the checkpoints on
+// disk stay as they were); so does a checkpoint that cannot be written (the previous one is kept).
 double run_training(const TrainConfig& cfg);
 
 // Accuracy of a model on a synthetic task at a given length (fresh random batches, seeded).

@@ -1,3 +1,5 @@
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -225,6 +227,12 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
     t_in_parallel = false;
   };
   pool().run(int(slices), job);
+}
+
+int64_t peak_rss_bytes() {
+  struct rusage u {};
+  if (::getrusage(RUSAGE_SELF, &u) != 0) return 0;
+  return int64_t(u.ru_maxrss) * 1024;  // Linux reports KiB
 }
 
 }  // namespace ssm

@@ -1,5 +1,6 @@
 #include "ssm/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -16,16 +17,38 @@
 #include "ssm/safetensors.h"
 #include "ssm/tokenizer.h"
 #include "ssm/train.h"
+#include "ssm/generate.h"
+#include "train/util.h"
 
 namespace ssm::train {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
+void write_text_atomic(const std::string& path, const std::string& text) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream o(tmp, std::ios::trunc);
+    o << text;
+    o.close();
+    if (!o) {
+      std::remove(tmp.c_str());
+      fail("train", "cannot write '" + path + "' (disk full?)");
+    }
+  }
+  fs::rename(tmp, path);
+}
+
 
 namespace {
 volatile std::sig_atomic_t g_stop = 0;
 void on_sigint(int) { g_stop = 1; }
+// Installs the Ctrl-C handler for the lifetime of the training loop (restored on every exit path).
+struct SigintGuard {
+  void (*prev)(int);
+  SigintGuard() : prev(std::signal(SIGINT, on_sigint)) { g_stop = 0; }
+  ~SigintGuard() { std::signal(SIGINT, prev); }
+};
 
 // The GPT-2 byte-to-symbol map used by byte-level BPE vocabularies.
 std::string byte_symbol(int b) {
@@ -57,20 +80,6 @@ std::string byte_tokenizer_json() {
             {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}},
             {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}}}};
   return j.dump();
-}
-
-void write_text_atomic(const std::string& path, const std::string& text) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream o(tmp, std::ios::trunc);
-    o << text;
-    o.flush();
-    if (!o) {
-      std::remove(tmp.c_str());
-      fail("train", "cannot write '" + path + "' (disk full?)");
-    }
-  }
-  fs::rename(tmp, path);
 }
 
 std::string read_text(const std::string& path) {
@@ -117,9 +126,13 @@ std::string fmt_time(double s) {
 
 double run_training(const TrainConfig& cfg) {
   SSM_CHECK(cfg.steps >= 1 && cfg.grad_accum >= 1, "train", "steps and grad_accum must be >= 1");
+  SSM_CHECK(cfg.batch >= 1 && cfg.seq_len >= 1, "train", "batch and seq_len must be >= 1");
+  const bool is_task = !cfg.task.empty();
+  SSM_CHECK(cfg.sample_every <= 0 || !is_task, "train",
+            "text samples (--sample-every) need text data (--data), not a synthetic task");
+  SSM_CHECK(cfg.sample_every <= 0 || cfg.sample_len >= 1, "train", "--sample-len must be >= 1");
   fs::create_directories(cfg.out);
   // ---- data: text windows, or a synthetic task ----
-  const bool is_task = !cfg.task.empty();
   SSM_CHECK(!is_task || cfg.task == "induction" || cfg.task == "selective_copying", "train",
             "unknown task '" + cfg.task + "' (induction | selective_copying)");
   Tokenizer tok = is_task ? Tokenizer::byte_level()
@@ -149,6 +162,11 @@ double run_training(const TrainConfig& cfg) {
   };
 
   // ---- model and optimiser ----
+  std::vector<int32_t> sample_prompt;
+  if (cfg.sample_every > 0) {
+    sample_prompt = tok.encode(cfg.sample_prompt);
+    SSM_CHECK(!sample_prompt.empty(), "train", "--sample-prompt must not be empty (it is the start of each sample)");
+  }
   ModelConfig mc = cfg.model;
   mc.vocab_size = is_task ? cfg.task_vocab : std::max<int64_t>(mc.vocab_size, tok.vocab_size());
   mc.vocab_size_real = is_task ? cfg.task_vocab : tok.vocab_size();
@@ -211,13 +229,44 @@ double run_training(const TrainConfig& cfg) {
                                             {"step", std::to_string(step)},
                                             {"data_position", std::to_string(train_loader.position())},
                                             {"format", "ssm.cpp training checkpoint v1"}};
-    io::save_safetensors((fs::path(cfg.out) / ckpt_name(step)).string(), ts, meta);
+    try {
+      io::save_safetensors((fs::path(cfg.out) / ckpt_name(step)).string(), ts, meta);
+    } catch (const Error& e) {
+      auto have = list_checkpoints(cfg.out);
+      fail("train", "cannot save the checkpoint of step " + std::to_string(step) + " (disk full?): " + e.what() +
+                        (have.empty() ? std::string("; no earlier checkpoint exists")
+                                      : "; the previous checkpoint " + have.back().second.string() + " is intact"));
+    }
     auto all = list_checkpoints(cfg.out);
     for (size_t i = 0; i + size_t(std::max<int64_t>(cfg.keep_last, 1)) < all.size(); ++i) fs::remove(all[i].second);
   };
 
-  auto prev = std::signal(SIGINT, on_sigint);
-  g_stop = 0;
+  // Stops the run before the optimizer step: the weights and the checkpoints stay as they were.
+  auto stop_bad = [&](const std::string& what, double v, int64_t step) {
+    auto have = list_checkpoints(cfg.out);
+    std::string msg = what + " is " + std::to_string(v) + " at step " + std::to_string(step + 1) + "; stopping (" +
+                      (have.empty() ? std::string("no checkpoint was written yet")
+                                    : "the last good checkpoint " + have.back().second.string() + " is kept") +
+                      "; try a lower --lr or --clip)";
+    log << json{{"step", step}, {"error", msg}}.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+    log.flush();
+    fail("train", msg);
+  };
+  auto sample = [&](int64_t step) {
+    autograd::NoGradGuard ng;
+    GenerateOptions go;
+    go.max_new_tokens = cfg.sample_len;
+    go.sampling.temperature = cfg.sample_temp;
+    go.sampling.seed = cfg.seed;
+    go.ignore_eos = true;
+    GenerateResult r = Generator(*model, &tok).generate({sample_prompt}, go);
+    std::string text = cfg.sample_prompt + r.text[0];
+    log << json{{"step", step}, {"sample", text}}.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+    std::fprintf(stderr, "---- sample at step %lld ----\n%s\n----\n", static_cast<long long>(step + 1), text.c_str());
+  };
+
+  SigintGuard sigint;
+  std::vector<double> step_ms;
   auto t0 = std::chrono::steady_clock::now();
   double val = std::nan("");
   int64_t step = start;
@@ -239,14 +288,12 @@ double run_training(const TrainConfig& cfg) {
       (cfg.grad_accum > 1 ? mul_scalar(loss, 1.0 / double(cfg.grad_accum)) : loss).backward();
     }
     double loss = loss_sum / double(cfg.grad_accum);
-    if (!std::isfinite(loss)) {
-      std::signal(SIGINT, prev);
-      fail("train", "loss is " + std::to_string(loss) + " at step " + std::to_string(step) +
-                        "; stopping (the last good checkpoint in '" + cfg.out + "' is kept)");
-    }
+    if (!std::isfinite(loss)) stop_bad("the loss", loss, step);
     double norm = clip_grad_norm(params, cfg.clip);
+    if (!std::isfinite(norm)) stop_bad("the gradient norm", norm, step);
     opt.step(lr);
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - ts).count();
+    step_ms.push_back(ms);
     double tok_s = double(cfg.batch * cfg.seq_len * cfg.grad_accum) / (ms / 1000);
     double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     double eta = elapsed / double(step - start + 1) * double(cfg.steps - step - 1);
@@ -277,10 +324,30 @@ double run_training(const TrainConfig& cfg) {
         std::fprintf(stderr, "step %5lld | val loss %.4f\n", static_cast<long long>(step + 1), val);
       }
     }
+    if (cfg.sample_every > 0 && (step + 1) % cfg.sample_every == 0) sample(step);
     log.flush();
     if (cfg.ckpt_every > 0 && ((step + 1) % cfg.ckpt_every == 0 || last)) save_ckpt(step + 1);
   }
-  std::signal(SIGINT, prev);
+  // ---- summary: step time (median over this invocation's steps), peak memory ----
+  if (!step_ms.empty()) {
+    std::vector<double> sorted = step_ms;
+    std::sort(sorted.begin(), sorted.end());
+    double med = sorted[sorted.size() / 2];
+    if (sorted.size() % 2 == 0) med = (med + sorted[sorted.size() / 2 - 1]) / 2;
+    double total_s = 0;
+    for (double m : step_ms) total_s += m / 1000;
+    double tok_step = double(cfg.batch * cfg.seq_len * cfg.grad_accum);
+    double rss_mib = double(peak_rss_bytes()) / (1 << 20);
+    log << json{{"summary", true},          {"steps", int64_t(step_ms.size())}, {"step_seconds", total_s},
+                {"median_ms", med},         {"median_tok_s", tok_step / (med / 1000)},
+                {"tok_s", tok_step * double(step_ms.size()) / total_s}, {"peak_rss_mib", rss_mib}}
+               .dump()
+        << "\n";
+    log.flush();
+    std::fprintf(stderr, "%lld steps in %s of step time: median %.1f ms/step, %.0f tok/s; peak RSS %.0f MiB\n",
+                 static_cast<long long>(step_ms.size()), fmt_time(total_s).c_str(), med, tok_step / (med / 1000),
+                 rss_mib);
+  }
   if (g_stop || stop_early()) {
     save_ckpt(step);
     std::fprintf(stderr, "%s: saved %s; continue with --resume\n", g_stop ? "interrupted" : "stopped",
@@ -319,55 +386,6 @@ double eval_task(const Model& model, const std::string& task, int64_t len, int64
     acc += masked_accuracy(model, tb.inputs, tb.targets);
   }
   return acc / double(batches);
-}
-
-void plot_loss(const std::string& log_jsonl, const std::string& svg_path) {
-  std::ifstream in(log_jsonl);
-  SSM_CHECK(bool(in), "plot", "cannot open '" + log_jsonl + "'");
-  std::vector<std::pair<double, double>> tr, va;
-  std::string line;
-  int64_t lineno = 0;
-  while (std::getline(in, line)) {
-    ++lineno;
-    if (line.empty()) continue;
-    json j = io::parse_json_text(line, log_jsonl + ":" + std::to_string(lineno));
-    if (!j.is_object() || !j.contains("step")) continue;
-    double s = j["step"].get<double>();
-    if (j.contains("loss")) tr.push_back({s, j["loss"].get<double>()});
-    if (j.contains("val_loss")) va.push_back({s, j["val_loss"].get<double>()});
-  }
-  SSM_CHECK(!tr.empty() || !va.empty(), "plot", "'" + log_jsonl + "' has no loss entries");
-  double x0 = 1e300, x1 = -1e300, y0 = 1e300, y1 = -1e300;
-  for (auto* v : {&tr, &va})
-    for (auto [x, y] : *v) {
-      x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
-    }
-  if (x1 <= x0) x1 = x0 + 1;
-  if (y1 <= y0) y1 = y0 + 1;
-  const double W = 800, H = 480, L = 70, R = 20, T = 30, B = 50;
-  auto px = [&](double x) { return L + (x - x0) / (x1 - x0) * (W - L - R); };
-  auto py = [&](double y) { return T + (y1 - y) / (y1 - y0) * (H - T - B); };
-  std::ostringstream o;
-  o << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << H << "' font-family='sans-serif' font-size='12'>\n"
-    << "<rect width='100%' height='100%' fill='white'/>\n";
-  for (int k = 0; k <= 5; ++k) {
-    double y = y0 + (y1 - y0) * k / 5, x = x0 + (x1 - x0) * k / 5;
-    o << "<line x1='" << L << "' x2='" << W - R << "' y1='" << py(y) << "' y2='" << py(y) << "' stroke='#ddd'/>"
-      << "<text x='" << L - 6 << "' y='" << py(y) + 4 << "' text-anchor='end'>" << std::round(y * 1000) / 1000 << "</text>\n"
-      << "<text x='" << px(x) << "' y='" << H - B + 18 << "' text-anchor='middle'>" << std::llround(x) << "</text>\n";
-  }
-  auto poly = [&](const std::vector<std::pair<double, double>>& v, const char* color) {
-    if (v.empty()) return;
-    o << "<polyline fill='none' stroke='" << color << "' stroke-width='1.5' points='";
-    for (auto [x, y] : v) o << px(x) << "," << py(y) << " ";
-    o << "'/>\n";
-  };
-  poly(tr, "#1f77b4");
-  poly(va, "#d62728");
-  o << "<text x='" << W / 2 << "' y='" << H - 10 << "' text-anchor='middle'>step</text>"
-    << "<text x='" << L << "' y='18'>loss (nats/token): <tspan fill='#1f77b4'>train</tspan> <tspan fill='#d62728'>validation</tspan></text>\n"
-    << "</svg>\n";
-  write_text_atomic(svg_path, o.str());
 }
 
 }  // namespace ssm::train
