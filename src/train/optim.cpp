@@ -1,5 +1,7 @@
-#include <map>
+#include <algorithm>
 #include <cmath>
+#include <map>
+#include <vector>
 
 #include "ssm/autograd.h"
 #include "ssm/ops.h"
@@ -68,12 +70,14 @@ void AdamW::step(double lr) {
     const float b1 = float(cfg_.beta1), b2 = float(cfg_.beta2), eps = float(cfg_.eps);
     const float wd = no_weight_decay(params_[k].first) ? 0.f : float(lr * cfg_.weight_decay);
     const float step = float(lr / bc1), inv_sqrt_bc2 = float(1.0 / std::sqrt(bc2));
-    for (int64_t i = 0; i < p.numel(); ++i) {
-      m[i] = b1 * m[i] + (1 - b1) * gp[i];
-      v[i] = b2 * v[i] + (1 - b2) * gp[i] * gp[i];
-      pp[i] -= wd * pp[i];
-      pp[i] -= step * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + eps);
-    }
+    parallel_for(p.numel(), 1 << 15, [&](int64_t i0, int64_t i1) {  // elementwise: the same result on any thread count
+      for (int64_t i = i0; i < i1; ++i) {
+        m[i] = b1 * m[i] + (1 - b1) * gp[i];
+        v[i] = b2 * v[i] + (1 - b2) * gp[i] * gp[i];
+        pp[i] -= wd * pp[i];
+        pp[i] -= step * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + eps);
+      }
+    });
   }
 }
 
@@ -105,18 +109,49 @@ void AdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& st) {
 }
 
 double clip_grad_norm(const std::vector<std::pair<std::string, Tensor>>& params, double max_norm) {
+  // Sum of squares in f64, then (if clipping) every gradient scaled in place: no copies of the
+  // gradients (a mamba-130m step spent 7 % of its time in them).
   double sq = 0;
   for (const auto& [name, p] : params) {
-    if (!p.grad().defined()) continue;
-    for (double x : p.grad().to_vector_f64()) sq += x * x;
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    if (g.dtype() == DType::f32 && g.is_contiguous()) {
+      // Fixed blocks summed in a fixed order: the same norm on any thread count.
+      const float* d = g.data<float>();
+      const int64_t n = g.numel(), blk = 1 << 16, nb = (n + blk - 1) / blk;
+      std::vector<double> part(static_cast<size_t>(nb));
+      parallel_for(nb, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+          double acc[4] = {0, 0, 0, 0};
+          const int64_t e = std::min(n, (b + 1) * blk);
+          int64_t i = b * blk;
+          for (; i + 4 <= e; i += 4)
+            for (int k = 0; k < 4; ++k) acc[k] += double(d[i + k]) * double(d[i + k]);
+          for (; i < e; ++i) acc[0] += double(d[i]) * double(d[i]);
+          part[size_t(b)] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        }
+      });
+      for (double x : part) sq += x;
+    } else {
+      for (double x : g.to_vector_f64()) sq += x * x;
+    }
   }
   double norm = std::sqrt(sq);
   if (max_norm > 0 && norm > max_norm) {
     autograd::NoGradGuard ng;
     double s = max_norm / (norm + 1e-6);
     for (const auto& [name, p] : params) {
-      Tensor t = p;
-      if (t.grad().defined()) t.set_grad(mul_scalar(t.grad(), s));
+      Tensor t = p, g = p.grad();
+      if (!g.defined()) continue;
+      if (g.dtype() == DType::f32 && g.is_contiguous()) {
+        float* d = g.data<float>();
+        const float sf = float(s);
+        parallel_for(g.numel(), 1 << 15, [&](int64_t i0, int64_t i1) {
+          for (int64_t i = i0; i < i1; ++i) d[i] *= sf;
+        });
+      } else {
+        t.set_grad(mul_scalar(g, s));
+      }
     }
   }
   return norm;
