@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "ops/fast_math.h"
 #include "ops/rows.h"
 #include "ops/scan_common.h"
 #include "ssm/autograd.h"
@@ -39,7 +40,7 @@ void conv_step(const float* x, int64_t ldx, float* state, const float* w, const 
       float acc = bias ? bias[c] : 0.f;
       for (int64_t k = 0; k < W - 1; ++k) acc += wc[k] * st[k * C + c];
       acc += wc[W - 1] * xb[c];
-      yb[c] = silu ? acc / (1.f + std::exp(-acc)) : acc;
+      yb[c] = silu ? fm::silu(acc) : acc;
     }
     if (W > 1) {
       std::copy(st + C, st + (W - 1) * C, st);  // drop the oldest token
@@ -71,7 +72,7 @@ void mamba1_scan_step(const Mamba1Step& s, int64_t d0, int64_t d1) {
       acc += LV::load(s.Cv + n, k) * hv;
     }
     float yd = LV::sum(acc) + (s.Dv ? s.Dv[d] * u : 0.f);
-    if (s.z) yd *= s.z[d] / (1.f + std::exp(-s.z[d]));
+    if (s.z) yd *= fm::silu(s.z[d]);
     s.y[d] = yd;
   }
 }

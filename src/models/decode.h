@@ -3,6 +3,7 @@
 // the single-token forms of the ops the parallel forward uses (conv update, SSM state update); the
 // norms come from ops/rows.h and the matrix products from ops/matvec.h.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <initializer_list>
 #include <vector>
@@ -16,8 +17,15 @@ struct DecodeScratch {
   int64_t batch = 0;
   std::vector<float> x, resid, normed, tmp;  // [B, d_model] each, tmp [max width]
   std::vector<std::vector<float>> bufs;      // per-architecture intermediates, by index
-  std::vector<std::vector<float>> cached;    // per-layer constants derived from weights (e.g. A = -exp(A_log))
+  std::vector<std::vector<float>> cached;    // per layer: A = -exp(A_log), made on the layer's first step
   Tensor logits;                             // [B, V]
+  const float* neg_exp(int64_t layer, const Tensor& A_log) {  // A of `layer` (A_log f32, any shape)
+    if (cached.size() <= size_t(layer)) cached.resize(size_t(layer) + 1);
+    std::vector<float>& a = cached[size_t(layer)];
+    if (a.empty())
+      for (int64_t i = 0, n = A_log.numel(); i < n; ++i) a.push_back(-std::exp(A_log.data<float>()[i]));
+    return a.data();
+  }
   float* buf(size_t k, int64_t n) {          // buffer k with at least n floats (grows on the first step only)
     if (bufs.size() <= k) bufs.resize(k + 1);
     if (int64_t(bufs[k].size()) < n) bufs[k].resize(size_t(n));

@@ -112,12 +112,7 @@ class Mamba1Model : public Model {
     float* y = ws.buf(4, B * Di);
     float* conv = decode::state_buffer(st[0], {B, W - 1, Di});
     float* ssm = decode::state_buffer(st[1], {B, Di, N});
-    if (ws.cached.size() < size_t(c.n_layer)) ws.cached.resize(size_t(c.n_layer));
-    std::vector<float>& A = ws.cached[size_t(li)];  // -exp(A_log) [Di, N]
-    if (A.empty()) {
-      const float* a = l.A_log.data<float>();
-      for (int64_t i = 0; i < Di * N; ++i) A.push_back(-std::exp(a[i]));
-    }
+    const float* A = ws.neg_exp(li, l.A_log);  // [Di, N]
     decode::linear(h, B, l.in_proj, l.in_proj_b, xz);
     decode::conv_step(xz, 2 * Di, conv, l.conv_w.data<float>(), l.conv_b.defined() ? l.conv_b.data<float>() : nullptr,
                       xs, B, Di, W, true);
@@ -136,7 +131,7 @@ class Mamba1Model : public Model {
       const float *xz, *xs, *xdbl, *A;
       float *ssm, *y, *delta;
       int64_t B, Di, N, R, E;
-    } a{&l, xz, xs, xdbl, A.data(), ssm, y, delta, B, Di, N, R, E};
+    } a{&l, xz, xs, xdbl, A, ssm, y, delta, B, Di, N, R, E};
     parallel_for(Di, 64, [&a](int64_t d0, int64_t d1) {
       for (int64_t b = 0; b < a.B; ++b) {
         const float* dbl = a.xdbl + b * a.E;

@@ -3,6 +3,7 @@
 
 #include "models/decode.h"
 #include "models/model_impl.h"
+#include "ops/fast_math.h"
 #include "ops/rows.h"
 #include "ops/scan_common.h"
 #include "ssm/ops.h"
@@ -102,10 +103,7 @@ class Mamba2Model : public Model {
     float* yn = ws.buf(4, B * Di);
     float* conv = decode::state_buffer(st[0], {B, W - 1, conv_dim});
     float* ssm = decode::state_buffer(st[1], {B, H, P, N});
-    if (ws.cached.size() < size_t(c.n_layer)) ws.cached.resize(size_t(c.n_layer));
-    std::vector<float>& A = ws.cached[size_t(li)];  // -exp(A_log) [H]
-    if (A.empty())
-      for (int64_t i = 0; i < H; ++i) A.push_back(-std::exp(l.A_log.data<float>()[i]));
+    const float* A = ws.neg_exp(li, l.A_log);  // [H]
     decode::linear(h, B, l.in_proj, l.in_proj_b, zx);
     decode::conv_step(zx + Di, E, conv, l.conv_w.data<float>(), l.conv_b.defined() ? l.conv_b.data<float>() : nullptr,
                       xbc, B, conv_dim, W, true);
@@ -122,7 +120,7 @@ class Mamba2Model : public Model {
       float *ssm, *y;
       int64_t B, Di, G, H, P, N, conv_dim;
       bool d_per_channel;
-    } a{&l, xbc, dt, A.data(), ssm, y, B, Di, G, H, P, N, conv_dim, c.d_has_hdim};
+    } a{&l, xbc, dt, A, ssm, y, B, Di, G, H, P, N, conv_dim, c.d_has_hdim};
     parallel_for(H, 1, [&a](int64_t h0, int64_t h1) {
       for (int64_t b = 0; b < a.B; ++b) {
         const float* xb = a.xbc + b * a.conv_dim;
@@ -138,7 +136,7 @@ class Mamba2Model : public Model {
         kernels::rms_norm_row(yb, z, l.norm_w.data<float>(), yn + b * Di, Di, Di / G, 1e-5, c.norm_before_gate,
                               ws.tmp.data());
       } else {
-        for (int64_t i = 0; i < Di; ++i) yn[b * Di + i] = yb[i] * z[i] / (1.f + std::exp(-z[i]));
+        for (int64_t i = 0; i < Di; ++i) yn[b * Di + i] = yb[i] * fm::silu(z[i]);
       }
     }
     decode::linear(yn, B, l.out_proj, l.out_proj_b, out);

@@ -329,7 +329,7 @@ Tensor relu(const Tensor& x_in) {
 Tensor silu(const Tensor& x_in) {
   check_input("silu", x_in, "x");
   Tensor x = cont(x_in);
-  Tensor y = map_unary("silu", x, [](float v) { return v / (1.0f + fm::exp(-v)); }, [](auto v) { return ref::silu(v); });
+  Tensor y = map_unary("silu", x, [](float v) { return fm::silu(v); }, [](auto v) { return ref::silu(v); });
   record_unary("silu", x_in, y, [x](const Tensor& g) {
     return map_grad("silu_backward", x, g,
                     [](float v) {

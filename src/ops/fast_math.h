@@ -107,6 +107,7 @@ inline float erfc_pos(float z) {
 }
 
 inline float sigmoid(float x) { return 1.0f / (1.0f + exp(-x)); }
+inline float silu(float x) { return x / (1.0f + exp(-x)); }
 
 // tanh: odd Taylor series to x^11 for |x| < 1/4 (error < 1e-10 relative), else 1 - 2/(e^{2|x|} + 1).
 inline float tanh(float x) {
