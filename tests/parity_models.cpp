@@ -36,14 +36,25 @@ TEST_P(ModelParity, LogitsAndHiddenStates) {
   }
 }
 
+// A fixture's model, its golden input ids [2, 37] and the full-sequence logits [2, 37, V].
+struct Loaded {
+  std::unique_ptr<Model> model;
+  Tensor ids, full;
+};
+Loaded load_with_logits(const std::string& rel) {
+  Loaded r;
+  r.model = Model::load(ssm::testing::shared_path(rel));
+  r.ids = io::SafeTensors::open(ssm::testing::shared_path(rel + "/golden.safetensors")).get("input_ids");
+  autograd::NoGradGuard ng;
+  r.full = r.model->forward(r.ids);
+  return r;
+}
+
 TEST_P(ModelParity, DecodeEqualsPrefill) {
   std::string rel = std::string("fixtures/") + GetParam();
   SSM_REQUIRE_SHARED(rel + "/golden.safetensors");
-  auto model = Model::load(ssm::testing::shared_path(rel));
-  auto golden = io::SafeTensors::open(ssm::testing::shared_path(rel + "/golden.safetensors"));
+  auto [model, ids, full] = load_with_logits(rel);
   autograd::NoGradGuard ng;
-  Tensor ids = golden.get("input_ids");  // [2, 37]
-  Tensor full = model->forward(ids);     // [2, 37, V]
   const int64_t L = ids.size(1), split = 5;
   InferenceState st = model->new_state(ids.size(0));
   // Prefill the first `split` tokens, then one token at a time.
@@ -59,11 +70,8 @@ TEST_P(ModelParity, DecodeEqualsPrefill) {
 TEST_P(ModelParity, FusedStepEqualsPrefill) {
   std::string rel = std::string("fixtures/") + GetParam();
   SSM_REQUIRE_SHARED(rel + "/golden.safetensors");
-  auto model = Model::load(ssm::testing::shared_path(rel));
-  auto golden = io::SafeTensors::open(ssm::testing::shared_path(rel + "/golden.safetensors"));
+  auto [model, ids, full] = load_with_logits(rel);
   autograd::NoGradGuard ng;
-  Tensor ids = golden.get("input_ids");  // [2, 37]
-  Tensor full = model->forward(ids);     // [2, 37, V]
   const int64_t B = ids.size(0), L = ids.size(1), V = full.size(2);
   const std::vector<int64_t> idv = ids.to_vector_i64();
   for (int64_t start : {int64_t(0), int64_t(5)}) {
