@@ -213,7 +213,7 @@ TEST_F(TrainConfigCli, TheRecipeConfigIsValid) {
   // --help lists every table and key (generated from the options) and shows the example.
   r = ssm("train --help");
   EXPECT_EQ(r.code, 0);
-  EXPECT_NE(r.out.find("[model] model_config arch d_model n_layer d_state expand headdim chunk\n"), std::string::npos)
+  EXPECT_NE(r.out.find("[model] model_config init arch d_model n_layer d_state expand headdim chunk\n"), std::string::npos)
       << r.out;
   EXPECT_NE(r.out.find("[eval] eval_every eval_batches sample_every sample_len sample_prompt sample_temp\n"),
             std::string::npos);

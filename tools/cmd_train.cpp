@@ -32,6 +32,8 @@ ssm::tools::Command train_cmd{
       s.add(app, "data", "--val-fraction", t.val_fraction, "held-out fraction");
       s.add(app, "model", "--model-config", o->model_config,
             "model config.json (Hugging Face or mamba_ssm format) instead of the shape options below");
+      s.add(app, "model", "--init", t.init_from,
+            "fine-tune: start from this model directory (HF or mamba_ssm; its config, weights and tokenizer.json)");
       s.add(app, "model", "--arch", o->arch, "mamba1 | mamba2 | mamba3 (SISO)");
       s.add(app, "model", "--d-model", o->d_model, "model width");
       s.add(app, "model", "--n-layer", o->n_layer, "layers");
@@ -84,6 +86,7 @@ ssm::tools::Command train_cmd{
           "  ssm train --data shakespeare.txt --arch mamba2 --d-model 256 --n-layer 6 -o runs/m2\n"
           "  ssm train --data shakespeare.txt --arch mamba3 --d-state 32 --headdim 16 -o runs/m3\n"
           "  ssm train --data shakespeare.txt -o runs/shakespeare --resume\n"
+          "  ssm train --data my.txt --init models/shakespeare-char --lr 3e-4 --steps 200 -o runs/finetune\n"
           "  ssm train --task selective_copying --task-len 256 --n-layer 2 --d-model 64 --lti -o runs/sc-lti\n"
           "  (the synthetic-task recipes, with their full commands: recipes/induction-heads, recipes/selective-copying)\n"
           "  ssm generate -m runs/shakespeare/model -p 'ROMEO:'\n");
@@ -91,6 +94,8 @@ ssm::tools::Command train_cmd{
         if (!o->config.empty()) o->settings.apply_file(o->config);
         TrainConfig t = o->t;
         SSM_CHECK(t.data.empty() != t.task.empty(), "train", "give exactly one of --data FILE or --task NAME");
+        SSM_CHECK(t.init_from.empty() || (o->model_config.empty() && !o->lti), "train",
+                  "--init takes the model's configuration from its directory: drop --model-config / --lti");
         if (!o->model_config.empty()) {
           t.model = ssm::ModelConfig::from_json_file(o->model_config);
         } else {

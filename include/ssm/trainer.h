@@ -14,8 +14,10 @@ struct TrainConfig {
   // or a synthetic task instead of text: "induction" or "selective_copying"
   std::string task;
   int64_t task_vocab = 16, task_len = 256, task_memorize = 16;
-  // model (used when not resuming)
+  // model (used when not resuming): a fresh one of this configuration, or, when init_from names a
+  // model directory (HF or mamba_ssm format), that model's configuration and weights (fine-tuning)
   ModelConfig model;
+  std::string init_from;
   // optimisation
   int64_t steps = 1000, batch = 16, seq_len = 256, grad_accum = 1, warmup = 100;
   double lr = 3e-3, min_lr = 3e-4, weight_decay = 0.1, clip = 1.0, beta2 = 0.95;

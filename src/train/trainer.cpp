@@ -135,8 +135,11 @@ double run_training(const TrainConfig& cfg) {
   // ---- data: text windows, or a synthetic task ----
   SSM_CHECK(!is_task || cfg.task == "induction" || cfg.task == "selective_copying", "train",
             "unknown task '" + cfg.task + "' (induction | selective_copying)");
-  Tokenizer tok = is_task ? Tokenizer::byte_level()
-                  : cfg.tokenizer == "byte" ? Tokenizer::byte_level() : Tokenizer::from_file(cfg.tokenizer);
+  // Fine-tuning a model that ships its own tokenizer.json uses it unless another one is named.
+  std::string tok_file = cfg.tokenizer;
+  if (!cfg.init_from.empty() && !is_task && tok_file == "byte" && fs::exists(fs::path(cfg.init_from) / "tokenizer.json"))
+    tok_file = (fs::path(cfg.init_from) / "tokenizer.json").string();
+  Tokenizer tok = is_task || tok_file == "byte" ? Tokenizer::byte_level() : Tokenizer::from_file(tok_file);
   std::vector<int32_t> ids, val_ids;
   if (!is_task) {
     std::string text = read_text(cfg.data);
@@ -167,10 +170,23 @@ double run_training(const TrainConfig& cfg) {
     sample_prompt = tok.encode(cfg.sample_prompt);
     SSM_CHECK(!sample_prompt.empty(), "train", "--sample-prompt must not be empty (it is the start of each sample)");
   }
-  ModelConfig mc = cfg.model;
-  mc.vocab_size = is_task ? cfg.task_vocab : std::max<int64_t>(mc.vocab_size, tok.vocab_size());
-  mc.vocab_size_real = is_task ? cfg.task_vocab : tok.vocab_size();
-  std::unique_ptr<Model> model = Model::create(mc, cfg.seed);
+  std::unique_ptr<Model> model;
+  ModelConfig mc;
+  if (!cfg.init_from.empty()) {  // fine-tuning: the model directory's configuration and weights
+    LoadOptions lo;
+    lo.writable = true;
+    model = Model::load(cfg.init_from, lo);
+    mc = model->config();
+    const int64_t need = is_task ? cfg.task_vocab : tok.vocab_size();
+    SSM_CHECK(is_task ? mc.vocab_size_real == need : mc.vocab_size >= need, "train",
+              "--init " + cfg.init_from + ": its vocabulary has " + std::to_string(mc.vocab_size_real) +
+                  " tokens, the " + (is_task ? "task" : "tokenizer") + " needs " + std::to_string(need));
+  } else {
+    mc = cfg.model;
+    mc.vocab_size = is_task ? cfg.task_vocab : std::max<int64_t>(mc.vocab_size, tok.vocab_size());
+    mc.vocab_size_real = is_task ? cfg.task_vocab : tok.vocab_size();
+    model = Model::create(mc, cfg.seed);
+  }
   auto params = model->named_parameters();
   for (auto& [n, p] : params) p.set_requires_grad(true);
   AdamWConfig ac;
@@ -205,6 +221,8 @@ double run_training(const TrainConfig& cfg) {
   }
 
   // ---- start-up table ----
+  const int64_t seq_tokens =
+      !is_task ? cfg.seq_len : cfg.task == "induction" ? cfg.task_len : cfg.task_len + cfg.task_memorize;
   std::fprintf(stderr,
                "+----------------------+----------------------------------------------+\n"
                "| model                | %-44s |\n| parameters           | %-44lld |\n"
@@ -215,8 +233,9 @@ double run_training(const TrainConfig& cfg) {
                "+----------------------+----------------------------------------------+\n",
                mc.summary().substr(0, 44).c_str(), static_cast<long long>(model->num_parameters()),
                (is_task ? "task " + cfg.task + " length " + std::to_string(cfg.task_len) : cfg.data).substr(0, 44).c_str(),
-               (std::to_string(train_loader.size()) + " / " + std::to_string(val_loader.size())).c_str(),
-               (std::to_string(cfg.batch) + " x " + std::to_string(cfg.seq_len) + " x " + std::to_string(cfg.grad_accum)).c_str(),
+               (is_task ? std::string("generated per step")
+                        : std::to_string(train_loader.size()) + " / " + std::to_string(val_loader.size())).c_str(),
+               (std::to_string(cfg.batch) + " x " + std::to_string(seq_tokens) + " x " + std::to_string(cfg.grad_accum)).c_str(),
                (std::to_string(cfg.steps) + " / " + std::to_string(cfg.warmup)).c_str(),
                (std::to_string(cfg.lr) + " / " + std::to_string(cfg.min_lr)).c_str(), num_threads(), cfg.out.c_str());
 
@@ -363,10 +382,10 @@ double run_training(const TrainConfig& cfg) {
   write_text_atomic((mdir / "config.json").string(), mc.to_json());
   if (is_task) {
     // task models have no text vocabulary
-  } else if (cfg.tokenizer == "byte")
+  } else if (tok_file == "byte")
     write_text_atomic((mdir / "tokenizer.json").string(), byte_tokenizer_json());
-  else
-    fs::copy_file(cfg.tokenizer, mdir / "tokenizer.json", fs::copy_options::overwrite_existing);
+  else if (!fs::equivalent(tok_file, mdir / "tokenizer.json"))
+    fs::copy_file(tok_file, mdir / "tokenizer.json", fs::copy_options::overwrite_existing);
   log.close();
   plot_loss((fs::path(cfg.out) / "train.jsonl").string(), (fs::path(cfg.out) / "loss.svg").string());
   std::fprintf(stderr, "exported %s; loss plot %s\n", mdir.c_str(), (fs::path(cfg.out) / "loss.svg").c_str());
