@@ -171,6 +171,21 @@ TEST_F(TrainConfigCli, TomlAndJsonFilesAreAppliedAndFlagsOverrideThem) {
   EXPECT_EQ(io::load_json_file(path("run3/model/config.json"))["hidden_size"], 16);
 }
 
+// --lti applies to a --model-config as well as to the shape flags (it was once ignored there);
+// --init refuses both, since the model directory fixes the configuration.
+TEST_F(TrainConfigCli, LtiAppliesToAModelConfigFile) {
+  Cmd r = ssm("train --config " + write("c.toml", tiny_toml()));
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = ssm("train --config " + path("c.toml") + " --model-config " + path("run/model/config.json") + " --lti -o " +
+          path("lti"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(io::load_json_file(path("lti/model/config.json"))["selective"], false);
+  EXPECT_EQ(io::load_json_file(path("lti/model/config.json"))["hidden_size"], 24);
+  r = ssm("train --config " + path("c.toml") + " --init " + path("run/model") + " --lti -o " + path("x"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("--init takes the model's configuration from its directory"), std::string::npos) << r.err;
+}
+
 TEST_F(TrainConfigCli, BadConfigsAreClearErrors) {
   const std::pair<std::string, std::string> cases[] = {
       {tiny_toml("[training]\n"), "c.toml:19: table [training] is defined twice (first at line 7)"},

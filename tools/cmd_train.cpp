@@ -98,6 +98,10 @@ ssm::tools::Command train_cmd{
                   "--init takes the model's configuration from its directory: drop --model-config / --lti");
         if (!o->model_config.empty()) {
           t.model = ssm::ModelConfig::from_json_file(o->model_config);
+          if (o->lti) {  // the ablation of a given Mamba-1 configuration
+            SSM_CHECK(t.model.arch == ssm::Arch::mamba1, "train", "--lti needs a Mamba-1 model configuration");
+            t.model.selective = false;
+          }
         } else {
           auto& m = t.model;
           SSM_CHECK(o->arch == "mamba1" || o->arch == "mamba2" || o->arch == "mamba3", "train",
