@@ -2,6 +2,8 @@
 // and the bf16 checkpoint, and recurrent decoding (prefill of t tokens, then one token at a time)
 // reproducing the full-sequence logits at every position.
 #include <cmath>
+#include <cstring>
+#include <map>
 
 #include "ssm/model.h"
 #include "ssm/ops.h"
@@ -64,25 +66,115 @@ TEST(Mamba3Parity, ConfigAndParameters) {
                                        << "), mean = " << mn << " (bound " << mean_rel << ")";
 }
 
-// f32 checkpoint against mamba_ssm's Triton path. KNOWN GAP, cause not found: max error 1.09e-2 and
-// mean 1.2e-3 of max|logit| (0.659), not the 1e-4 of the other fixtures. What it is not (measured
-// with an independent f64 re-implementation outside the repository, which reproduces our logits to
-// 4 digits of the error):
-// - TF32 (tl.dot on f32 inputs rounds them to 10 mantissa bits on an H100): rounding the inputs of
-//   all five tl.dot of the chunked forward kernel (chunk 16, its shifted-gamma form, qk_dot diagonal)
-//   moves the max error 1.089e-2 -> 1.069e-2; TF32 in every nn.Linear as well -> 1.128e-2. TF32
-//   moves logits by <= 9e-4 of max|logit|; the same generator's Mamba-2 fixture (Triton, TF32)
-//   matches to 4.3e-5. The chunked form itself equals the recurrence (< 1e-12).
-// - A formula: the error is already 3.3e-3 / 3.6e-3 at position 0 (rows 0 / 1), where only per-token
-//   math acts (no decay, rotation, angles or previous token); a least-squares fit of that error over
-//   per-head scales of D and of the q·k term of every layer leaves 1.0e-3 of 2.1e-3. The
-//   architecture is pinned: -softplus instead of the heavy-tailed A misses by 0.19, swapping any two
-//   of dd_dt / dd_A / trap by >= 0.3, no B/C norm by 0.29, D outside the gate by 0.93, λ -> 1-λ 0.21.
-// - bf16 rounding of one activation (block norm out, in_proj out, B/C norm out, scan out, out_proj
-//   out) moves the position-0 logits by 1.4e-3..3.0e-3, and of all of them by 1.0e-2 over the
-//   sequence: the gap has the size of bf16 activation noise (and equals the bf16 fixture's), but no
-//   emulated rounding pattern (bf16 or TF32, inputs or outputs, autocast-like) reproduces it.
-// The bound keeps the architecture pinned (each wrong variant above fails it by >= 10x).
+// Position 0 of the f32 fixture, recomputed independently of the model: at the first token only
+// per-token math acts (no decay, rotation or previous token), so a layer's scan output is
+//   y = (D + γ q·k) v silu(z),  γ = Δ σ(trap),  q = RMSNorm(C) + C_bias[h],  k = RMSNorm(B) + B_bias[h].
+// mamba_ssm computes it with bf16 activations whatever the model dtype: `mamba3_siso_combined`
+// (mamba_ssm/ops/triton/mamba3/mamba3_siso_combined.py, state-spaces/mamba 663ab0b and 32ff10e) casts
+// Q, K, V, Trap, Angles and Z to bfloat16 before the kernel, whose output has V's dtype; and its q·k
+// is a `tl.dot` of f32 operands, which on an H100 (Triton 3.6) keeps 10 mantissa bits by truncation
+// (measured on the device against exact, round-to-nearest and truncated sums). With `mamba_ssm_rounding`
+// this function applies exactly those roundings; everything else (norms, projections, softplus) is f32.
+std::vector<double> position0_logits(const Model& m, int64_t b, const Tensor& ids, bool mamba_ssm_rounding) {
+  const ModelConfig& c = m.config();
+  const int64_t dm = c.d_model, Di = c.d_inner, N = c.d_state, H = c.nheads, P = c.headdim, V = c.vocab_size;
+  std::map<std::string, std::vector<double>> w;
+  for (const auto& [name, t] : m.named_parameters()) w[name] = t.to_vector_f64();
+  auto bf = [&](double x) { return mamba_ssm_rounding ? double(bf16_to_f32(f32_to_bf16(float(x)))) : x; };
+  auto tf32_trunc = [&](float x) {
+    if (!mamba_ssm_rounding) return double(x);
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    u &= 0xffffe000u;
+    std::memcpy(&x, &u, 4);
+    return double(x);
+  };
+  auto rms = [](const double* x, int64_t n, const std::vector<double>& wt, double* out) {
+    double ms = 0;
+    for (int64_t i = 0; i < n; ++i) ms += x[i] * x[i];
+    const double r = 1.0 / std::sqrt(ms / double(n) + 1e-5);
+    for (int64_t i = 0; i < n; ++i) out[i] = float(x[i] * r * wt[size_t(i)]);
+  };
+  auto matvec = [](const std::vector<double>& W, const std::vector<double>& x, int64_t rows, int64_t cols) {
+    std::vector<double> y(static_cast<size_t>(rows), 0.0);
+    for (int64_t r = 0; r < rows; ++r) {
+      double s = 0;
+      for (int64_t k = 0; k < cols; ++k) s += W[size_t(r * cols + k)] * x[size_t(k)];
+      y[size_t(r)] = float(s);
+    }
+    return y;
+  };
+  const std::vector<double>& E = w["backbone.embedding.weight"];
+  const int64_t tok = ids.to_vector_f64()[size_t(b * ids.size(1))];
+  std::vector<double> res(E.begin() + tok * dm, E.begin() + (tok + 1) * dm), h(static_cast<size_t>(dm));
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    const std::string p = "backbone.layers." + std::to_string(l) + ".";
+    rms(res.data(), dm, w[p + "norm.weight"], h.data());
+    const int64_t S = N / 4;  // rotary angles: rope_fraction 0.5 (the fixture's default)
+    const std::vector<double> proj = matvec(w[p + "mixer.in_proj.weight"], h, 2 * Di + 2 * N + 3 * H + S, dm);
+    const double *z = proj.data(), *x = z + Di, *Bp = x + Di, *Cp = Bp + N, *dd_dt = Cp + N, *trap = dd_dt + 2 * H;
+    std::vector<double> Bn(static_cast<size_t>(N)), Cn(static_cast<size_t>(N)), y(static_cast<size_t>(Di));
+    rms(Bp, N, w[p + "mixer.B_norm.weight"], Bn.data());
+    rms(Cp, N, w[p + "mixer.C_norm.weight"], Cn.data());
+    for (int64_t hh = 0; hh < H; ++hh) {
+      double qk = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        const float q = float(bf(Cn[size_t(n)]) + w[p + "mixer.C_bias"][size_t(hh * N + n)]);
+        const float k = float(bf(Bn[size_t(n)]) + w[p + "mixer.B_bias"][size_t(hh * N + n)]);
+        qk += tf32_trunc(q * k);
+      }
+      const double dt = std::log1p(std::exp(dd_dt[hh] + w[p + "mixer.dt_bias"][size_t(hh)]));
+      const double gamma = dt / (1.0 + std::exp(-bf(trap[hh])));
+      for (int64_t i = hh * P; i < (hh + 1) * P; ++i) {
+        const double zz = bf(z[i]);
+        y[size_t(i)] = bf((w[p + "mixer.D"][size_t(hh)] + float(qk) * gamma) * bf(x[i]) * zz / (1.0 + std::exp(-zz)));
+      }
+    }
+    const std::vector<double> out = matvec(w[p + "mixer.out_proj.weight"], y, dm, Di);
+    for (int64_t i = 0; i < dm; ++i) res[size_t(i)] = float(res[size_t(i)] + out[size_t(i)]);
+  }
+  rms(res.data(), dm, w["backbone.norm_f.weight"], h.data());
+  return matvec(E, h, V, dm);
+}
+
+// The recomputation with mamba_ssm's roundings reproduces the fixture's position-0 logits to float
+// precision (measured 1.8e-7 of max|logit| in both rows; without the roundings 3.3e-3 / 3.6e-3, the
+// whole position-0 gap; without only the TF32 truncation 2.5e-3), which pins in_proj's split, the
+// block / B / C norms, the biases, Δ, λ, D and the gate; the same recomputation without the roundings
+// equals our model's position 0 (measured 5.2e-7 / 5.9e-7). Bounds 2e-6.
+TEST(Mamba3Parity, Position0MatchesWithMambaSsmRounding) {
+  SSM_REQUIRE_SHARED("fixtures/ssm-mamba3-tiny/golden.safetensors");
+  auto m = load_model("fixtures/ssm-mamba3-tiny");
+  Golden g = load_golden("fixtures/ssm-mamba3-tiny");
+  Tensor logits = m->forward(g.ids);  // [2, 37, 320]
+  const int64_t V = g.logits.size(2);
+  const std::vector<double> ref = g.logits.to_vector_f64(), ours = logits.to_vector_f64();
+  double ref_max = 0;
+  for (double v : ref) ref_max = std::max(ref_max, std::fabs(v));
+  for (int64_t b = 0; b < 2; ++b) {
+    const std::vector<double> emulated = position0_logits(*m, b, g.ids, true);
+    const std::vector<double> exact = position0_logits(*m, b, g.ids, false);
+    double e_ref = 0, e_raw = 0, e_ours = 0;
+    for (int64_t v = 0; v < V; ++v) {
+      const size_t i = size_t(b * g.logits.size(1) * V + v);
+      e_ref = std::max(e_ref, std::fabs(emulated[size_t(v)] - ref[i]) / ref_max);
+      e_raw = std::max(e_raw, std::fabs(exact[size_t(v)] - ref[i]) / ref_max);
+      e_ours = std::max(e_ours, std::fabs(exact[size_t(v)] - ours[i]) / ref_max);
+    }
+    EXPECT_LT(e_ref, 2e-6) << "row " << b << ": mamba_ssm's position-0 math with its roundings";
+    EXPECT_GT(e_raw, 1e-3) << "row " << b << ": the roundings are what the fixture has";
+    EXPECT_LT(e_ours, 2e-6) << "row " << b << ": our model computes the same position-0 math";
+  }
+}
+
+// f32 checkpoint, full sequence. Past position 0 the reference's kernel also rounds the rotated q
+// and the scaled k (`Q_store`/`K_store` have Q's dtype), the cumulative angles (`angle_dt_fwd` writes
+// them in the angles' dtype, after `tanh.approx`), the state read out by q and the intra-chunk scores
+// (cast to bf16 before their `tl.dot`) to bf16; our f32 scan does not, so the logits differ by bf16
+// noise. Measured: max 1.09e-2, mean 1.2e-3 of max|logit| (0.659). Rounding just the kernel's inputs
+// and output as above leaves 1.13e-2: the in-kernel roundings dominate. The bound keeps the
+// architecture pinned (heavy-tail vs softplus A, the λ / 1-λ and dd_dt / dd_A / trap orders, the B/C
+// norms and D inside the gate each miss by >= 0.19).
 TEST(Mamba3Parity, LogitsF32) {
   SSM_REQUIRE_SHARED("fixtures/ssm-mamba3-tiny/golden.safetensors");
   auto m = load_model("fixtures/ssm-mamba3-tiny");
@@ -91,11 +183,11 @@ TEST(Mamba3Parity, LogitsF32) {
   EXPECT_TRUE(LogitsClose(logits, g.logits, 1.5e-2, 2e-3));
 }
 
-// bf16 checkpoint (weights widen exactly to f32; the reference ran its activations in bf16 with an
-// f32 state, and its logits are bf16: half an ulp at 0.66 is 3e-3 of max|logit|). Measured: max
-// 1.08e-2, mean 1.7e-3 of max|logit|. Rounding every activation of our f64 re-implementation to
-// bf16 (block norm, in_proj, B/C norms, scan output, out_proj) moves its logits by 1.04e-2 of
-// max|logit|: the gap is the reference's bf16 noise. Bounds 1.5e-2 / 2.5e-3.
+// bf16 checkpoint (weights widen exactly to f32; the reference ran all its activations in bf16, the
+// scan's as above, with an f32 state, and its logits are bf16: half an ulp at 0.66 is 3e-3 of
+// max|logit|). Measured: max 1.08e-2, mean 1.7e-3 of max|logit|. Rounding every activation of an f64
+// re-implementation to bf16 (block norm, in_proj, B/C norms, scan output, out_proj) moves its logits by
+// 1.04e-2 of max|logit|: the gap is the reference's bf16 noise. Bounds 1.5e-2 / 2.5e-3.
 TEST(Mamba3Parity, LogitsBf16Checkpoint) {
   SSM_REQUIRE_SHARED("fixtures/ssm-mamba3-tiny-bf16/golden.safetensors");
   auto m = load_model("fixtures/ssm-mamba3-tiny-bf16");
