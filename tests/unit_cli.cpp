@@ -21,6 +21,7 @@
 #include "testing.h"
 
 namespace ssm {
+int cuda_device_count();  // src/backend/cuda/device.cu (0 without a CUDA build)
 namespace {
 
 namespace fs = std::filesystem;
@@ -141,6 +142,20 @@ TEST_F(Cli, LogitsMatchGolden) {
   EXPECT_EQ(got.dtype(), DType::f32);
   // f32 engine against the f64 reference: 1e-4 of max |ref| (as the model parity tests).
   EXPECT_TRUE(AllClose(got, golden.get("logits"), 1e-4));
+}
+
+// --device: an unknown name, and cuda where no GPU is visible (or the build has no CUDA), fail clearly.
+TEST_F(Cli, DeviceErrors) {
+  CmdResult r = ssm("logits -m nowhere -p x --out " + tmp("l.safetensors") + " --device tpu");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("unknown device 'tpu' (expected cpu or cuda)"), std::string::npos) << r.err;
+  if (cuda_device_count() > 0) GTEST_SKIP() << "a CUDA device is visible (tests/cuda_models.cpp runs it)";
+  for (const char* cmd : {"logits -m nowhere -p x --out l.safetensors", "generate -m nowhere -p x",
+                          "bench --random mamba-130m"}) {
+    r = ssm(std::string(cmd) + " --device cuda");
+    EXPECT_EQ(r.code, 1) << cmd;
+    EXPECT_NE(r.err.find("no CUDA device found; use --device cpu"), std::string::npos) << cmd << ": " << r.err;
+  }
 }
 
 TEST_F(Cli, InfoReportsSizes) {

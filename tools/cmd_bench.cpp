@@ -9,13 +9,14 @@
 
 #include "command.h"
 #include "ssm/autograd.h"
+#include "ssm/generate.h"
 #include "ssm/model.h"
 
 namespace {
 using Clock = std::chrono::steady_clock;
 
 struct Opts {
-  std::string model, random, dtype = "f32", output = "md";
+  std::string model, random, dtype = "f32", output = "md", device = "cpu";
   int64_t n_prompt = 512, n_gen = 128, reps = 5;
 };
 
@@ -101,11 +102,15 @@ ssm::tools::Command cmd{
       app.add_option("-r,--repetitions", o->reps, "repetitions")->capture_default_str()->check(CLI::Range(1, 1000));
       app.add_option("--dtype", o->dtype, "weight dtype: f32 | bf16 | f16")->capture_default_str();
       app.add_option("-o,--output", o->output, "md | json")->capture_default_str();
+      app.add_option("--device", o->device,
+                     "cpu | cuda (Mamba-1; tg there is forward() of one token with the state, no fused step yet)")
+          ->capture_default_str();
       app.footer(
           "Examples:\n"
           "  ssm bench --random mamba-130m -p 512 -n 128 -r 5 -t 2\n"
           "  ssm bench --random mamba-1.4b --dtype bf16 -o json\n"
-          "  ssm bench -m models/mamba-130m-hf\n");
+          "  ssm bench -m models/mamba-130m-hf\n"
+          "  ssm bench --random mamba-130m --device cuda --dtype bf16 -p 2048 -n 64\n");
       return [o]() {
         SSM_CHECK(o->model.empty() != o->random.empty(), "bench", "give exactly one of -m DIR or --random NAME");
         SSM_CHECK(o->n_prompt >= 0 && o->n_gen >= 0 && o->n_prompt <= 1 << 20 && o->n_gen <= 1 << 20, "bench",
@@ -113,15 +118,18 @@ ssm::tools::Command cmd{
         ssm::DType wd = o->dtype == "f32" ? ssm::DType::f32 : o->dtype == "bf16" ? ssm::DType::bf16
                         : o->dtype == "f16" ? ssm::DType::f16
                                             : (ssm::fail("bench", "--dtype must be f32, bf16 or f16"), ssm::DType::f32);
+        const ssm::Device dev = ssm::parse_device(o->device);
+        const bool gpu = dev == ssm::Device::cuda;
         ssm::autograd::NoGradGuard ng;
         std::unique_ptr<ssm::Model> model;
         std::string name;
         if (!o->random.empty()) {
-          model = ssm::Model::create(released_shape(o->random), 42, wd);
+          model = ssm::Model::create(released_shape(o->random), 42, wd, dev);
           name = o->random + " (random)";
         } else {
           ssm::LoadOptions lo;
           lo.weight_dtype = wd;
+          lo.device = dev;
           model = ssm::Model::load(o->model, lo);
           name = o->model;
         }
@@ -131,24 +139,30 @@ ssm::tools::Command cmd{
         for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = int64_t((i * 7919 + 13) % size_t(c.vocab_size_real));
         ssm::Tensor ids = ssm::Tensor::from_vector(prompt, {1, int64_t(prompt.size())});
         const int64_t one[1] = {1};
+        const ssm::Tensor one_id = ssm::Tensor::from_vector(std::vector<int64_t>{1}, {1, 1});
         for (int64_t r = -1; r < o->reps; ++r) {  // r = -1 is a warm-up run
           ssm::InferenceState st = model->new_state(1);
           if (o->n_prompt > 0) {
             auto t0 = Clock::now();
-            model->forward(ids, &st, 1);
+            model->forward(ids, &st, 1).to(ssm::Device::cpu);  // on the GPU: waits for the work
             double s = std::chrono::duration<double>(Clock::now() - t0).count();
             if (r >= 0) pp.push_back(double(o->n_prompt) / s);
           }
           if (o->n_gen > 0) {
             auto t0 = Clock::now();
-            for (int64_t k = 0; k < o->n_gen; ++k) model->step(one, st);  // the fused decode step
+            for (int64_t k = 0; k < o->n_gen; ++k) {
+              if (gpu)
+                model->forward(one_id, &st, 1).to(ssm::Device::cpu);
+              else
+                model->step(one, st);  // the fused decode step
+            }
             double s = std::chrono::duration<double>(Clock::now() - t0).count();
             if (r >= 0) tg.push_back(double(o->n_gen) / s);
           }
         }
         // Before the bandwidth test, whose 1 GiB buffer would dominate it.
         double rss_mib = double(ssm::peak_rss_bytes()) / (1 << 20);
-        double bw = measure_bandwidth_gbs();
+        double bw = gpu ? 0.0 : measure_bandwidth_gbs();  // host memory: no bound for the GPU
         // Decode reads every weight once per token except the embedding, of which it reads one row
         // (the tied head reads it whole).
         double bytes_tok = double(model->weight_bytes());
@@ -174,10 +188,16 @@ ssm::tools::Command cmd{
           Stat s = stats(v);
           std::printf("| %s | %.1f MiB | %.1f M | %s | %d | %s%lld | %.2f ± %.2f |\n", name.c_str(),
                       double(model->weight_bytes()) / (1 << 20), double(model->num_parameters()) / 1e6,
-                      o->dtype.c_str(), ssm::num_threads(), test, static_cast<long long>(n), s.mean, s.sd);
+                      (o->dtype + (gpu ? " cuda" : "")).c_str(), ssm::num_threads(), test, static_cast<long long>(n),
+                      s.mean, s.sd);
         };
         if (!pp.empty()) row("pp", o->n_prompt, pp);
         if (!tg.empty()) row("tg", o->n_gen, tg);
+        if (gpu) {
+          std::printf("\non %s: weights and activations in %s; the CPU bandwidth bound does not apply\n",
+                      ssm::device_name(dev), o->dtype.c_str());
+          return 0;
+        }
         std::printf("\nmemory read bandwidth %.1f GB/s; decode bound %.1f t/s (%.1f MiB of weights per token)",
                     bw, bound, bytes_tok / (1 << 20));
         if (!tg.empty()) std::printf("; tg reaches %.0f%% of it", 100 * stats(tg).mean / bound);

@@ -17,7 +17,7 @@ namespace {
 using namespace ssm;
 
 struct Opts {
-  std::string model, prompt, file, tokenizer, dtype = "f32", input_ids, output_ids;
+  std::string model, prompt, file, tokenizer, dtype = "f32", device = "cpu", input_ids, output_ids;
   std::string n_predict = "128", seed = "-1";
   double temp = 0.8, top_p = 0.95, min_p = 0.05, repeat_penalty = 1.0;
   int64_t top_k = 40, repeat_last_n = 64, parallel = 1, ctx = 0;
@@ -116,6 +116,7 @@ int run(const Opts& o) {
   const int sources = int(has_p) + int(!o.file.empty()) + int(!o.input_ids.empty());
   SSM_CHECK(sources <= 1, "generate", "give the prompt once: -p TEXT, -f FILE or --input-ids FILE");
   const DType wdtype = parse_weight_dtype(o.dtype);
+  const Device device = parse_device(o.device);
 
   // ---- model and tokenizer ----
   std::unique_ptr<Model> model;
@@ -123,6 +124,7 @@ int run(const Opts& o) {
   std::string prompt_text = o.prompt;
   if (o.model.empty()) {
     SSM_CHECK(o.tokenizer.empty(), "generate", "--tokenizer needs a model (-m DIR)");
+    SSM_CHECK(device == Device::cpu, "generate", "--device cuda needs a model (-m DIR)");
     DefaultModel d = default_model();
     model = std::move(d.model);
     tok = std::make_unique<Tokenizer>(d.tokenizer);
@@ -131,6 +133,7 @@ int run(const Opts& o) {
     SSM_CHECK(sources == 1, "generate", "no prompt: pass -p TEXT, -f FILE or --input-ids FILE");
     LoadOptions lo;
     lo.weight_dtype = wdtype;
+    lo.device = device;
     model = Model::load(o.model, lo);
     // A text prompt needs a tokenizer; ids alone do not (the output is then ids).
     if (o.input_ids.empty() || tokenizer_available(o.model, o.tokenizer))
@@ -229,6 +232,7 @@ tools::Command cmd{"generate", "Generate text from a prompt (the default job)", 
   app.add_option("--parallel", o->parallel, "generate N continuations of the prompt as one batch")->default_str("1");
   app.add_option("--tokenizer", o->tokenizer, "tokenizer.json (default: the one in the model directory)");
   app.add_option("--dtype", o->dtype, "weight storage: f32, bf16 or f16")->default_str("f32");
+  app.add_option("--device", o->device, "cpu, or cuda (Mamba-1/Falcon-Mamba; activations in --dtype)")->default_str("cpu");
   app.add_option("-c,--ctx-size", o->ctx, "accepted for llama.cpp compatibility; SSMs have no context limit");
   app.add_flag("--ignore-eos", o->ignore_eos, "keep generating past the end-of-text token");
   app.add_flag("--no-display-prompt", o->no_display_prompt, "print only the generated text");

@@ -13,7 +13,7 @@ namespace {
 using namespace ssm;
 
 struct Opts {
-  std::string model, input_ids, prompt, out, tokenizer, dtype = "f32";
+  std::string model, input_ids, prompt, out, tokenizer, dtype = "f32", device = "cpu";
   int64_t last_n = 0;
 };
 
@@ -25,6 +25,7 @@ int run(const Opts& o) {
   const auto t0 = std::chrono::steady_clock::now();
   LoadOptions lo;
   lo.weight_dtype = parse_weight_dtype(o.dtype);
+  lo.device = parse_device(o.device);
   auto model = Model::load(o.model, lo);
 
   std::vector<std::vector<int32_t>> rows;
@@ -42,7 +43,7 @@ int run(const Opts& o) {
   Tensor ids = Tensor::from_vector(flat, {B, L});
 
   autograd::NoGradGuard no_grad;
-  Tensor logits = model->forward(ids, nullptr, o.last_n).to(DType::f32);  // [B, L', V]
+  Tensor logits = model->forward(ids, nullptr, o.last_n).to(Device::cpu);  // [B, L', V] f32
   io::save_safetensors(o.out, {{"logits", logits}, {"input_ids", ids}});
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   std::fprintf(stderr, "wrote logits f32 %s (and input_ids) to %s in %.1f ms\n", shape_str(logits.shape()).c_str(),
@@ -59,6 +60,7 @@ tools::Command cmd{"logits", "Write the logits of token ids or a text to a safet
   app.add_option("--last-n", o->last_n, "only the last N positions (0 = all)")->default_str("0");
   app.add_option("--tokenizer", o->tokenizer, "tokenizer.json (default: the one in the model directory)");
   app.add_option("--dtype", o->dtype, "weight storage: f32, bf16 or f16")->default_str("f32");
+  app.add_option("--device", o->device, "cpu, or cuda (Mamba-1/Falcon-Mamba; activations in --dtype)")->default_str("cpu");
   app.footer(
       "Examples:\n"
       "  ssm logits -m mamba-130m --input-ids ids.safetensors --out logits.safetensors\n"

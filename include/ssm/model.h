@@ -77,6 +77,10 @@ struct LoadOptions {
   DType weight_dtype = DType::f32;
   // Copy weights out of the read-only file mapping so they can be trained in place.
   bool writable = false;
+  // Where the weights live and forward() runs. Device::cuda (Mamba-1 and Falcon-Mamba so far) runs
+  // inference only, with activations in weight_dtype (bf16 weights: bf16 activations, f32 residual
+  // stream and SSM state).
+  Device device = Device::cpu;
 };
 
 class Model {
@@ -86,9 +90,11 @@ class Model {
   // pytorch_model.bin.
   static std::unique_ptr<Model> load(const std::string& dir, const LoadOptions& opts = {});
   // Builds a model with weights initialised as mamba_ssm does (seeded).
-  static std::unique_ptr<Model> create(const ModelConfig& cfg, uint64_t seed, DType weight_dtype = DType::f32);
+  static std::unique_ptr<Model> create(const ModelConfig& cfg, uint64_t seed, DType weight_dtype = DType::f32,
+                                       Device device = Device::cpu);
 
   const ModelConfig& config() const { return cfg_; }
+  Device device() const { return embedding_.device(); }
 
   // ids i64 [B, L] → logits f32 [B, L', V] for the last L' = last_n positions (0 = all).
   // With a state: starts from it (undefined entries = zeros) and leaves the final state in it.
@@ -99,7 +105,8 @@ class Model {
   // Decodes one token per sequence of `state` (ids[b] for b < state.batch) and returns its logits,
   // f32 [B, V], held by the state until its next step. The same as forward() of the token with the
   // state, fused: after the first call on a state it allocates nothing (Mamba-1/2; Mamba-3 runs
-  // its parallel mixer). The state tensors are updated in place.
+  // its parallel mixer). The state tensors are updated in place. CPU models only (on the GPU, decode
+  // by calling forward() with the state).
   const Tensor& step(std::span<const int64_t> ids, InferenceState& state) const;
 
   // Parameters with their checkpoint names, in a stable order.

@@ -114,6 +114,8 @@ void Model::mixer_step(int64_t li, const float* h, float* out, int64_t B, std::v
 const Tensor& Model::step(std::span<const int64_t> ids, InferenceState& state) const {
   const ModelConfig& c = cfg_;
   const int64_t B = state.batch, dm = c.d_model, V = c.vocab_size;
+  SSM_CHECK(device() == Device::cpu, "model",
+            "step (the fused decode) runs on the CPU only; for a model on the GPU call forward() with the state");
   SSM_CHECK(B >= 1 && int64_t(state.layers.size()) == c.n_layer, "model", "step: the state was not made by new_state()");
   SSM_CHECK(int64_t(ids.size()) == B, "model",
             "step: the state holds " + std::to_string(B) + " sequences but " + std::to_string(ids.size()) +

@@ -57,8 +57,8 @@ class Mamba1Model : public Model {
       layers_.push_back(l);
     }
     if (c.arch == Arch::falcon_mamba) {
-      ones_r_ = Tensor::full({R}, 1.0);
-      ones_n_ = Tensor::full({N}, 1.0);
+      ones_r_ = Tensor::full({R}, 1.0).to(opts.device);
+      ones_n_ = Tensor::full({N}, 1.0).to(opts.device);
     }
   }
 

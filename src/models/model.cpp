@@ -15,7 +15,24 @@ size_t InferenceState::bytes() const {
   return b;
 }
 
-std::unique_ptr<Model> build_model(const ModelConfig& cfg, WeightSource& src, const LoadOptions& opts) {
+int cuda_device_count();  // src/backend/cuda/device.cu (0 without a CUDA build)
+
+namespace {
+// Hands every weight to the architecture already on `device`.
+class OnDevice : public WeightSource {
+ public:
+  OnDevice(WeightSource& src, Device device) : src_(src), device_(device) {}
+  bool has(const std::string& name) const override { return src_.has(name); }
+  Tensor get(const std::string& name, const Shape& shape, DType dtype, Kind kind) override {
+    return src_.get(name, shape, dtype, kind).to(device_);
+  }
+
+ private:
+  WeightSource& src_;
+  Device device_;
+};
+
+std::unique_ptr<Model> build_arch(const ModelConfig& cfg, WeightSource& src, const LoadOptions& opts) {
   switch (cfg.arch) {
     case Arch::mamba1:
     case Arch::falcon_mamba: return make_mamba1(cfg, src, opts);
@@ -23,6 +40,17 @@ std::unique_ptr<Model> build_model(const ModelConfig& cfg, WeightSource& src, co
     case Arch::mamba3: return make_mamba3(cfg, src, opts);
   }
   fail("model", "unknown architecture");
+}
+}  // namespace
+
+std::unique_ptr<Model> build_model(const ModelConfig& cfg, WeightSource& src, const LoadOptions& opts) {
+  if (opts.device == Device::cpu) return build_arch(cfg, src, opts);
+  SSM_CHECK(cuda_device_count() > 0, "model", "no CUDA device found; use --device cpu");
+  SSM_CHECK((cfg.arch == Arch::mamba1 || cfg.arch == Arch::falcon_mamba) && cfg.selective && cfg.rms_norm, "model",
+            std::string("the CUDA backend runs Mamba-1 and Falcon-Mamba (selective, RMSNorm) models so far, not ") +
+                arch_name(cfg.arch) + (cfg.selective ? "" : " (LTI)") + "; use --device cpu");
+  OnDevice dev(src, opts.device);
+  return build_arch(cfg, dev, opts);
 }
 
 std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& opts) {
@@ -37,9 +65,10 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& op
   return build_model(cfg, *src, opts);
 }
 
-std::unique_ptr<Model> Model::create(const ModelConfig& cfg, uint64_t seed, DType weight_dtype) {
+std::unique_ptr<Model> Model::create(const ModelConfig& cfg, uint64_t seed, DType weight_dtype, Device device) {
   LoadOptions opts;
   opts.weight_dtype = weight_dtype;
+  opts.device = device;
   auto src = random_init(cfg, seed, opts);
   return build_model(cfg, *src, opts);
 }
@@ -91,6 +120,8 @@ Tensor Model::forward(const Tensor& ids, InferenceState* state, int64_t last_n, 
               "state is for batch " + std::to_string(state->batch) + " but the input has batch " + std::to_string(B));
   }
   Tensor x = embedding(embedding_, ids);  // [B, L, d_model] f32
+  // On the GPU the activations take the weights' dtype (a bf16 model runs bf16 activations).
+  if (device() == Device::cuda) x = x.to(embedding_.dtype());
   Tensor residual;
   auto add_norm = [&](const Tensor& in, const Tensor& res, const Tensor& w, const Tensor& b) {
     return cfg_.rms_norm ? rms_norm_add(in, res, w, cfg_.norm_eps) : layer_norm_add(in, res, w, b, cfg_.norm_eps);
@@ -99,13 +130,13 @@ Tensor Model::forward(const Tensor& ids, InferenceState* state, int64_t last_n, 
     NormAdd na = add_norm(x, residual, norm_[size_t(i)], cfg_.rms_norm ? Tensor() : norm_bias_[size_t(i)]);
     residual = na.residual;
     x = mixer(i, na.out, state ? &state->layers[size_t(i)] : nullptr);  // [B, L, d_model]
-    if (hidden) hidden->push_back(add(x, residual));
+    if (hidden) hidden->push_back(add(x.to(residual.dtype()), residual));
   }
   NormAdd fin = add_norm(x, residual, norm_f_, norm_f_bias_);
   if (hidden) hidden->push_back(fin.out);
   Tensor h = fin.out;
   if (last_n > 0 && last_n < L) h = h.slice(1, L - last_n, L);
-  return linear(h, lm_head_);  // [B, L', V]
+  return linear(h, lm_head_).to(DType::f32);  // [B, L', V]
 }
 
 std::vector<std::pair<std::string, Tensor>> Model::named_parameters() const { return params_; }

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <vector>
 
+#include "ops/cuda_ops.h"
 #include "ops/op_util.h"
 
 namespace ssm {
@@ -273,6 +274,8 @@ ConvGrads conv_backward(const ConvTensors& t, const Tensor& dy_in, const Tensor&
 Conv1dOut causal_conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& initial_state,
                         bool silu_activation) {
   const char* op = "causal_conv1d";
+  detail::check_defined(op, x, "x");
+  if (x.device() == Device::cuda) return detail::causal_conv1d_cuda(x, w, bias, initial_state, silu_activation);
   detail::check_float(op, x, "x");
   SSM_NO_CUDA(op, x);
   detail::check_dim(op, x, 3, "x [B, L, D]");

@@ -11,6 +11,7 @@
 #include <immintrin.h>
 #endif
 
+#include "ops/cuda_ops.h"
 #include "ops/fast_math.h"
 #include "ops/op_util.h"
 #include "ops/reference/elementwise.h"
@@ -187,6 +188,8 @@ template <typename F> Tensor binary_op(const char* op, const Tensor& a_in, const
 
 // ---- binary ---------------------------------------------------------------------------------------------
 Tensor add(const Tensor& a, const Tensor& b) {
+  if (a.device() == Device::cuda || b.device() == Device::cuda)
+    return detail::binary_cuda("add", detail::CudaBinary::add, a, b);
   return binary_op("add", a, b, [](auto x, auto y) { return x + y; },
                    [](const Tensor& g, const Tensor&, const Tensor&, const Tensor&, bool na, bool nb) {
                      return std::vector<Tensor>{na ? g : Tensor(), nb ? g : Tensor()};
@@ -194,6 +197,8 @@ Tensor add(const Tensor& a, const Tensor& b) {
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
+  if (a.device() == Device::cuda || b.device() == Device::cuda)
+    return detail::binary_cuda("sub", detail::CudaBinary::sub, a, b);
   return binary_op("sub", a, b, [](auto x, auto y) { return x - y; },
                    [](const Tensor& g, const Tensor&, const Tensor&, const Tensor&, bool na, bool nb) {
                      return std::vector<Tensor>{na ? g : Tensor(), nb ? neg(g) : Tensor()};
@@ -201,6 +206,8 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
+  if (a.device() == Device::cuda || b.device() == Device::cuda)
+    return detail::binary_cuda("mul", detail::CudaBinary::mul, a, b);
   return binary_op("mul", a, b, [](auto x, auto y) { return x * y; },
                    [](const Tensor& g, const Tensor& a, const Tensor& b, const Tensor&, bool na, bool nb) {
                      return std::vector<Tensor>{na ? mul(g, b) : Tensor(), nb ? mul(g, a) : Tensor()};
@@ -208,6 +215,8 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor div(const Tensor& a, const Tensor& b) {
+  if (a.device() == Device::cuda || b.device() == Device::cuda)
+    return detail::binary_cuda("div", detail::CudaBinary::div, a, b);
   // d(a/b)/db = -a/b² = -out/b.
   return binary_op("div", a, b, [](auto x, auto y) { return x / y; },
                    [](const Tensor& g, const Tensor&, const Tensor& b, const Tensor& out, bool na, bool nb) {
@@ -235,6 +244,7 @@ Tensor mul_scalar(const Tensor& x_in, double s) {
 }
 
 Tensor neg(const Tensor& x_in) {
+  if (x_in.device() == Device::cuda) return detail::unary_cuda("neg", detail::CudaUnary::neg, x_in);
   check_input("neg", x_in, "x");
   Tensor x = cont(x_in);
   Tensor y = map_unary("neg", x, [](float v) { return -v; }, [](auto v) { return -v; });
@@ -243,6 +253,7 @@ Tensor neg(const Tensor& x_in) {
 }
 
 Tensor exp(const Tensor& x_in) {
+  if (x_in.device() == Device::cuda) return detail::unary_cuda("exp", detail::CudaUnary::exp, x_in);
   check_input("exp", x_in, "x");
   Tensor x = cont(x_in);
   Tensor y = map_unary("exp", x, [](float v) { return fm::exp(v); }, [](auto v) { return std::exp(v); });
@@ -327,6 +338,7 @@ Tensor relu(const Tensor& x_in) {
 }
 
 Tensor silu(const Tensor& x_in) {
+  if (x_in.device() == Device::cuda) return detail::unary_cuda("silu", detail::CudaUnary::silu, x_in);
   check_input("silu", x_in, "x");
   Tensor x = cont(x_in);
   Tensor y = map_unary("silu", x, [](float v) { return fm::silu(v); }, [](auto v) { return ref::silu(v); });
@@ -354,6 +366,8 @@ Tensor gelu(const Tensor& x_in) {
 }
 
 Tensor softplus(const Tensor& x_in, double threshold) {
+  if (x_in.device() == Device::cuda)
+    return detail::unary_cuda("softplus", detail::CudaUnary::softplus, x_in, threshold);
   check_input("softplus", x_in, "x");
   SSM_CHECK(!std::isnan(threshold), "softplus", "threshold is NaN");
   Tensor x = cont(x_in);

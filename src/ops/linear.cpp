@@ -17,6 +17,7 @@
 
 #include "ops/matvec.h"
 #include "ops/matvec_avx512.h"
+#include "ops/cuda_ops.h"
 #include "ops/op_util.h"
 
 namespace ssm {
@@ -328,6 +329,7 @@ void check_frozen_half(const char* op, const Tensor& t, const char* name) {
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   const char* op = "linear";
+  if (x.device() == Device::cuda || (w.defined() && w.device() == Device::cuda)) return detail::linear_cuda(x, w, bias);
   detail::check_float(op, x, "x");
   check_defined(op, w, "w");
   SSM_NO_CUDA(op, x);
@@ -382,6 +384,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
 Tensor embedding(const Tensor& weight, const Tensor& ids) {
   const char* op = "embedding";
   check_defined(op, weight, "weight");
+  if (weight.device() == Device::cuda) return detail::embedding_cuda(weight, ids);
   check_defined(op, ids, "ids");
   SSM_NO_CUDA(op, weight);
   SSM_NO_CUDA(op, ids);

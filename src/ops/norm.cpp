@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ops/fast_math.h"
+#include "ops/cuda_ops.h"
 #include "ops/op_util.h"
 #include "ops/rows.h"
 
@@ -349,6 +350,8 @@ NormAdd norm_add_op(const char* op, const NormSpec& s, const Tensor& x, const Te
 }  // namespace
 
 Tensor rms_norm(const Tensor& x, const Tensor& w, double eps) {
+  if (x.defined() && x.device() == Device::cuda)
+    return detail::rms_norm_cuda("rms_norm", x, Tensor(), w, eps, false).out;
   check_norm_args("rms_norm", x, Tensor(), w, Tensor(), eps);
   NormSpec s;
   s.group = x.size(-1);
@@ -365,6 +368,8 @@ Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps)
 }
 
 NormAdd rms_norm_add(const Tensor& x, const Tensor& residual, const Tensor& w, double eps) {
+  if (x.defined() && x.device() == Device::cuda)
+    return detail::rms_norm_cuda("rms_norm_add", x, residual, w, eps, true);
   check_norm_args("rms_norm_add", x, Tensor(), w, Tensor(), eps);
   NormSpec s;
   s.group = x.size(-1);

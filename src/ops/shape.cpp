@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "ops/cuda_ops.h"
 #include "ops/op_util.h"
 #include "ops/reference/shape.h"
 
@@ -72,8 +73,10 @@ Tensor concat(const std::vector<Tensor>& xs_in, int64_t dim) {
   SSM_CHECK(!xs_in.empty(), op, "needs at least one tensor");
   for (size_t i = 0; i < xs_in.size(); ++i) {
     SSM_CHECK(xs_in[i].defined(), op, "tensor " + std::to_string(i) + " is undefined");
+    if (xs_in[0].device() == Device::cuda) continue;
     SSM_NO_CUDA(op, xs_in[i]);
   }
+  if (xs_in[0].device() == Device::cuda) return detail::concat_cuda(xs_in, dim);
   const Tensor& x0 = xs_in[0];
   int64_t d = detail::wrap_dim(op, dim, x0.dim());
   Shape out_shape = x0.shape();

@@ -169,7 +169,7 @@ GenerateResult Generator::generate(const std::vector<std::vector<int32_t>>& prom
     const auto& p = prompts[size_t(i)];
     Tensor ids = Tensor::from_vector(std::vector<int64_t>(p.begin(), p.end()), {1, int64_t(p.size())});  // [1, L]
     single[size_t(i)] = model_.new_state(1);
-    Tensor lg = model_.forward(ids, &single[size_t(i)], 1).to(DType::f32).contiguous();  // [1, 1, V]
+    Tensor lg = model_.forward(ids, &single[size_t(i)], 1).to(Device::cpu).contiguous();  // [1, 1, V] f32
     std::copy_n(lg.data<float>(), V, logits.begin() + i * V);
     res.timings.prompt_tokens += int64_t(p.size());
   }
@@ -236,8 +236,13 @@ GenerateResult Generator::generate(const std::vector<std::vector<int32_t>>& prom
     }
     live.swap(next_live);
     const int64_t B = int64_t(live.size());
-    const Tensor& lg = model_.step(next_ids, state);  // [B, V], allocation-free after the first step
-    std::copy_n(lg.data<float>(), B * V, logits.begin());
+    if (model_.device() == Device::cpu) {
+      const Tensor& lg = model_.step(next_ids, state);  // [B, V], allocation-free after the first step
+      std::copy_n(lg.data<float>(), B * V, logits.begin());
+    } else {  // the GPU has no fused step yet: forward of one token per sequence with the state
+      Tensor lg = model_.forward(Tensor::from_vector(next_ids, {B, 1}), &state, 1).to(Device::cpu).contiguous();
+      std::copy_n(lg.data<float>(), B * V, logits.begin());
+    }
     res.timings.eval_ms += ms_since(t0);
     ++res.timings.eval_runs;
     res.timings.eval_tokens += B;
@@ -277,6 +282,15 @@ DType parse_weight_dtype(const std::string& s) {
   if (s == "bf16" || s == "bfloat16") return DType::bf16;
   if (s == "f16" || s == "float16" || s == "fp16") return DType::f16;
   fail("dtype", "unknown weight dtype '" + s + "' (expected f32, bf16 or f16)");
+}
+
+int cuda_device_count();  // src/backend/cuda/device.cu (0 without a CUDA build)
+
+Device parse_device(const std::string& s) {
+  if (s == "cpu") return Device::cpu;
+  SSM_CHECK(s == "cuda", "device", "unknown device '" + s + "' (expected cpu or cuda)");
+  SSM_CHECK(cuda_device_count() > 0, "device", "no CUDA device found; use --device cpu");
+  return Device::cuda;
 }
 
 std::vector<std::vector<int32_t>> read_ids_file(const std::string& path, const std::string& name) {

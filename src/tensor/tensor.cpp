@@ -13,6 +13,7 @@
 namespace ssm {
 
 void cuda_memcpy(void* dst, const void* src, size_t bytes, bool dst_on_device, bool src_on_device);
+void cuda_copy(const Tensor& dst, const Tensor& src);  // src/ops/cuda_ops.cpp: strided or casting copies
 
 std::string shape_str(const Shape& s) {
   std::string r = "[";
@@ -409,8 +410,7 @@ void Tensor::copy_(const Tensor& src_in) {
   SSM_CHECK(!impl_->storage->read_only(), "copy_", "destination is read-only (a memory-mapped weight)");
   Tensor src = src_in.shape() == shape() ? src_in : src_in.expand(shape());
   if (device() != Device::cpu || src.device() != Device::cpu) {
-    SSM_CHECK(dtype() == src.dtype() && is_contiguous() && src.is_contiguous(), "copy_",
-              "copies to or from the GPU need the same dtype and contiguous tensors");
+    if (dtype() != src.dtype() || !is_contiguous() || !src.is_contiguous()) return cuda_copy(*this, src);
     cuda_memcpy(raw_data(), src.raw_data(), nbytes(), device() == Device::cuda, src.device() == Device::cuda);
     return;
   }

@@ -1,0 +1,273 @@
+// The forward ops on GPU tensors: argument checks, output allocation and the CUDA kernels of
+// src/backend/cuda (elementwise.cu, norm_conv.cu, gemm.cu). No autograd: a GPU op whose inputs
+// require grad fails naming the op (the selective scan is the one GPU op with a backward).
+#include "ops/cuda_ops.h"
+
+#include <cmath>
+#include <cstdlib>
+
+#include "ops/op_util.h"
+
+#ifdef SSM_HAVE_CUDA
+#include "backend/cuda/kernels.h"
+#endif
+
+namespace ssm {
+
+#ifndef SSM_HAVE_CUDA
+void cuda_copy(const Tensor&, const Tensor&) {
+  fail("copy_", "this build of ssm has no CUDA backend (rebuild with nvcc installed)");
+}
+namespace detail {
+namespace {
+[[noreturn]] void no_cuda(const char* op) {
+  fail(op, "this build of ssm has no CUDA backend (rebuild with nvcc installed)");
+}
+}  // namespace
+Tensor unary_cuda(const char* op, CudaUnary, const Tensor&, double) { no_cuda(op); }
+Tensor binary_cuda(const char* op, CudaBinary, const Tensor&, const Tensor&) { no_cuda(op); }
+Tensor linear_cuda(const Tensor&, const Tensor&, const Tensor&) { no_cuda("linear"); }
+Tensor embedding_cuda(const Tensor&, const Tensor&) { no_cuda("embedding"); }
+NormAdd rms_norm_cuda(const char* op, const Tensor&, const Tensor&, const Tensor&, double, bool) { no_cuda(op); }
+Conv1dOut causal_conv1d_cuda(const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool) {
+  no_cuda("causal_conv1d");
+}
+Tensor concat_cuda(const std::vector<Tensor>&, int64_t) { no_cuda("concat"); }
+bool cuda_tf32() { return false; }
+}  // namespace detail
+#else
+namespace {
+
+constexpr Device kGpu = Device::cuda;
+
+bool is_act(DType t) { return t == DType::f32 || t == DType::bf16 || t == DType::f16; }
+
+cuda::Walk walk(const Shape& shape, const Shape& s0, const Shape& s1, const Shape& s2 = {}) {
+  cuda::Walk w;
+  SSM_CHECK(shape.size() <= size_t(cuda::kMaxDims), "cuda",
+            "tensors of more than " + std::to_string(cuda::kMaxDims) + " dims are not supported on the GPU");
+  w.nd = int(shape.size());
+  w.n = shape_numel(shape);
+  for (size_t d = 0; d < shape.size(); ++d) {
+    w.shape[d] = shape[d];
+    w.s0[d] = s0[d];
+    w.s1[d] = s1[d];
+    w.s2[d] = s2.empty() ? 0 : s2[d];
+  }
+  return w;
+}
+
+Tensor cont(const Tensor& t) {  // contiguous copy recording no history
+  autograd::NoGradGuard ng;
+  return t.defined() ? t.contiguous() : Tensor();
+}
+
+}  // namespace
+
+// Tensor::copy_ when either side is on the GPU and the copy is not one contiguous block of one dtype.
+void cuda_copy(const Tensor& dst, const Tensor& src) {
+  if (dst.device() == kGpu && src.device() == kGpu) {
+    cuda::copy(walk(dst.shape(), dst.strides(), src.strides()), dst.raw_data(), dst.dtype(), src.raw_data(),
+               src.dtype());
+  } else if (dst.device() == kGpu) {  // upload as is, then convert on the GPU
+    Tensor up = src.contiguous().to(kGpu);
+    cuda_copy(dst, up);
+  } else {  // convert on the GPU into dst's dtype, download, then place on the CPU
+    Tensor tmp = Tensor::empty(src.shape(), dst.dtype(), kGpu);
+    cuda_copy(tmp, src);
+    Tensor(dst).copy_(tmp.to(Device::cpu));
+  }
+}
+
+namespace detail {
+namespace {
+
+void no_grad(const char* op, const std::vector<Tensor>& in) {
+  SSM_CHECK(!autograd::needs_grad(in), op,
+            "no CUDA backward for this op yet; run the GPU forward under autograd::NoGradGuard (train on the CPU)");
+}
+void check_gpu(const char* op, const Tensor& t, const char* name) {
+  check_defined(op, t, name);
+  SSM_CHECK(t.device() == kGpu, op,
+            std::string(name) + " is on the CPU but the op runs on the GPU (move it with .to(Device::cuda))");
+}
+void check_act(const char* op, const Tensor& t, const char* name) {
+  check_gpu(op, t, name);
+  SSM_CHECK(is_act(t.dtype()), op,
+            std::string(name) + " on the GPU must be f32, bf16 or f16, got " + dtype_name(t.dtype()));
+}
+void check_param(const char* op, const Tensor& t, const char* name, const Shape& shape) {
+  check_gpu(op, t, name);
+  SSM_CHECK(t.dtype() == DType::f32, op, std::string(name) + " on the GPU must be f32, got " + dtype_name(t.dtype()));
+  check_shape(op, t, shape, name);
+}
+const float* fptr(const Tensor& t) { return t.defined() ? static_cast<const float*>(t.raw_data()) : nullptr; }
+
+}  // namespace
+
+bool cuda_tf32() {
+  static const bool on = [] {
+    const char* e = std::getenv("SSM_CUDA_TF32");
+    return e && std::string(e) == "1";
+  }();
+  return on;
+}
+
+Tensor unary_cuda(const char* op, CudaUnary f, const Tensor& x, double param) {
+  check_act(op, x, "x");
+  no_grad(op, {x});
+  Tensor xc = cont(x), y = Tensor::empty(x.shape(), x.dtype(), kGpu);
+  cuda::unary(cuda::Unary(int(f)), x.dtype(), xc.raw_data(), y.raw_data(), x.numel(), float(param));
+  return y;
+}
+
+Tensor binary_cuda(const char* op, CudaBinary f, const Tensor& a, const Tensor& b) {
+  check_act(op, a, "a");
+  check_act(op, b, "b");
+  check_same_dtype(op, a, "a", b, "b");
+  no_grad(op, {a, b});
+  const Shape shape = broadcast_shapes(op, a.shape(), b.shape());
+  Tensor ae = a.expand(shape), be = b.expand(shape), out = Tensor::empty(shape, a.dtype(), kGpu);
+  cuda::binary(cuda::Binary(int(f)), a.dtype(), walk(shape, out.strides(), ae.strides(), be.strides()), out.raw_data(),
+               ae.raw_data(), be.raw_data());
+  return out;
+}
+
+Tensor linear_cuda(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  const char* op = "linear";
+  check_act(op, x, "x");
+  check_act(op, w, "w");
+  check_dim(op, w, 2, "w");
+  SSM_CHECK(x.dim() >= 1, op, "x must have at least 1 dim");
+  const int64_t I = w.size(1), O = w.size(0);
+  SSM_CHECK(x.size(-1) == I, op,
+            "x has " + std::to_string(x.size(-1)) + " input features (shape " + shape_str(x.shape()) + ") but w " +
+                shape_str(w.shape()) + " expects " + std::to_string(I));
+  SSM_CHECK(x.dtype() == w.dtype() || x.dtype() == DType::f32 || w.dtype() == DType::f32, op,
+            std::string("x is ") + dtype_name(x.dtype()) + " but w is " + dtype_name(w.dtype()) +
+                " (on the GPU they must match, or one be f32)");
+  if (bias.defined())
+    check_param(op, bias, "bias", {O});
+  no_grad(op, {x, w, bias});
+  const DType cdt = x.dtype() == DType::f32 ? w.dtype() : x.dtype();  // the half dtype when they differ
+  Shape out_shape(x.shape().begin(), x.shape().end() - 1);
+  const int64_t R = shape_numel(out_shape);
+  out_shape.push_back(O);
+  Tensor out = Tensor::empty(out_shape, x.dtype(), kGpu);  // [..., O]
+  if (I == 0) {
+    out.fill_(0);
+  } else {
+    Tensor xc = cont(x).to(cdt), wc = cont(w).to(cdt);
+    cuda::gemm(cdt, x.dtype(), xc.raw_data(), wc.raw_data(), out.raw_data(), R, I, O, cuda_tf32());
+  }
+  if (bias.defined())
+    cuda::add_bias(x.dtype(), out.raw_data(), fptr(bias), R, O);
+  return out;
+}
+
+Tensor embedding_cuda(const Tensor& weight, const Tensor& ids) {
+  const char* op = "embedding";
+  check_act(op, weight, "weight");
+  check_dim(op, weight, 2, "weight");
+  check_defined(op, ids, "ids");
+  SSM_CHECK(ids.dtype() == DType::i64 || ids.dtype() == DType::i32, op,
+            std::string("ids must be i64 or i32, got ") + dtype_name(ids.dtype()));
+  no_grad(op, {weight});
+  const int64_t V = weight.size(0), D = weight.size(1), n = ids.numel();
+  std::vector<int64_t> idv = ids.to_vector_i64();  // [n], checked on the host
+  for (int64_t t = 0; t < n; ++t)
+    SSM_CHECK(idv[size_t(t)] >= 0 && idv[size_t(t)] < V, op,
+              "id " + std::to_string(idv[size_t(t)]) + " at position " + std::to_string(t) +
+                  " is out of range for a vocabulary of " + std::to_string(V) + " rows");
+  Tensor dev_ids = Tensor::from_vector(idv, {n}).to(kGpu);
+  Shape out_shape = ids.shape();
+  out_shape.push_back(D);
+  Tensor out = Tensor::empty(out_shape, DType::f32, kGpu);  // [..., D]
+  Tensor wc = cont(weight);
+  cuda::embedding(wc.dtype(), wc.raw_data(), static_cast<const int64_t*>(dev_ids.raw_data()),
+                  static_cast<float*>(out.raw_data()), n, D);
+  return out;
+}
+
+NormAdd rms_norm_cuda(const char* op, const Tensor& x, const Tensor& residual, const Tensor& w, double eps, bool add) {
+  check_act(op, x, "x");
+  SSM_CHECK(x.dim() >= 1 && x.size(-1) >= 1, op, "x must have a non-empty last dim, got shape " + shape_str(x.shape()));
+  const int64_t C = x.size(-1), rows = x.numel() / C;
+  check_param(op, w, "w", {C});
+  if (residual.defined()) {
+    check_gpu(op, residual, "residual");
+    SSM_CHECK(residual.dtype() == DType::f32, op,
+              std::string("residual on the GPU must be f32, got ") + dtype_name(residual.dtype()));
+    check_shape(op, residual, x.shape(), "residual");
+  }
+  SSM_CHECK(eps >= 0 && std::isfinite(eps), op, "eps must be finite and >= 0, got " + std::to_string(eps));
+  no_grad(op, {x, residual, w});
+  Tensor xc = cont(x), rc = cont(residual);
+  NormAdd r;
+  r.out = Tensor::empty(x.shape(), x.dtype(), kGpu);
+  if (add)
+    r.residual = Tensor::empty(x.shape(), DType::f32, kGpu);
+  cuda::rms_norm(x.dtype(), xc.raw_data(), fptr(rc), add ? static_cast<float*>(r.residual.raw_data()) : nullptr,
+                 fptr(w), r.out.raw_data(), rows, C, float(eps));
+  return r;
+}
+
+Conv1dOut causal_conv1d_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& initial_state,
+                             bool silu) {
+  const char* op = "causal_conv1d";
+  check_act(op, x, "x");
+  check_dim(op, x, 3, "x [B, L, D]");
+  const int64_t B = x.size(0), L = x.size(1), D = x.size(2);
+  check_gpu(op, w, "w");
+  check_dim(op, w, 2, "w [D, W]");
+  const int64_t W = w.size(1);
+  check_param(op, w, "w", {D, W});
+  SSM_CHECK(W >= 2 && W <= 8, op, "kernel width W=" + std::to_string(W) + " is not in [2, 8]");
+  if (bias.defined())
+    check_param(op, bias, "bias", {D});
+  if (initial_state.defined()) {
+    check_gpu(op, initial_state, "initial_state");
+    check_same_dtype(op, initial_state, "initial_state", x, "x");
+    check_shape(op, initial_state, {B, W - 1, D}, "initial_state");
+  }
+  no_grad(op, {x, w, bias, initial_state});
+  Tensor xc = cont(x), wc = cont(w), h0 = cont(initial_state);
+  Conv1dOut r{Tensor::empty({B, L, D}, x.dtype(), kGpu), Tensor::empty({B, W - 1, D}, x.dtype(), kGpu)};
+  cuda::conv1d(x.dtype(), xc.raw_data(), fptr(wc), fptr(bias), h0.defined() ? h0.raw_data() : nullptr, r.y.raw_data(),
+               r.final_state.raw_data(), B, L, D, W, silu);
+  return r;
+}
+
+Tensor concat_cuda(const std::vector<Tensor>& xs, int64_t dim) {
+  const char* op = "concat";
+  const Tensor& x0 = xs[0];
+  const int64_t d = wrap_dim(op, dim, x0.dim());
+  Shape shape = x0.shape();
+  shape[size_t(d)] = 0;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    check_gpu(op, xs[i], "every tensor");
+    SSM_CHECK(xs[i].dtype() == x0.dtype(), op,
+              "tensor " + std::to_string(i) + " is " + dtype_name(xs[i].dtype()) + " but tensor 0 is " +
+                  dtype_name(x0.dtype()));
+    bool same = xs[i].dim() == x0.dim();
+    for (int64_t k = 0; same && k < x0.dim(); ++k) same = k == d || xs[i].size(k) == x0.size(k);
+    SSM_CHECK(same, op,
+              "tensor " + std::to_string(i) + " has shape " + shape_str(xs[i].shape()) + ", incompatible with " +
+                  shape_str(x0.shape()) + " outside dimension " + std::to_string(d));
+    shape[size_t(d)] += xs[i].size(d);
+  }
+  no_grad(op, xs);
+  Tensor out = Tensor::empty(shape, x0.dtype(), kGpu);
+  autograd::NoGradGuard ng;
+  int64_t at = 0;
+  for (const Tensor& x : xs) {
+    out.narrow(d, at, x.size(d)).copy_(x);
+    at += x.size(d);
+  }
+  return out;
+}
+
+}  // namespace detail
+#endif
+
+}  // namespace ssm
