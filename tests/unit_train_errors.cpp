@@ -180,6 +180,21 @@ TEST(TrainErrors, ResumeFromAnotherModelFailsAndKeepsTheCheckpoint) {
   expect_error([&] { train::run_training(none); }, "--resume: no checkpoint-*.safetensors in");
 }
 
+// A run without --resume into a directory that holds checkpoints would truncate its log and, once
+// it saved K checkpoints of its own, delete the earlier run's: refused, and nothing is touched.
+TEST(TrainErrors, FreshRunOverExistingCheckpointsIsRefused) {
+  std::string data = write_text("err_fresh.txt"), out = fresh_dir("err_fresh");
+  train::TrainConfig t = tiny_config(out, data);
+  t.stop_after = 2;
+  train::run_training(t);
+  const std::string ck = out + "/checkpoint-00000002.safetensors";
+  const std::string before = slurp(ck), log = slurp(out + "/train.jsonl");
+  expect_error([&] { train::run_training(tiny_config(out, data)); },
+               "already holds training checkpoints (newest: checkpoint-00000002.safetensors); pass --resume");
+  EXPECT_EQ(slurp(ck), before);
+  EXPECT_EQ(slurp(out + "/train.jsonl"), log);
+}
+
 TEST(TrainErrors, SampleOptions) {
   std::string data = write_text("err_sample.txt"), out = fresh_dir("err_sample");
   train::TrainConfig t = tiny_config(out, data);
