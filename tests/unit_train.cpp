@@ -83,6 +83,32 @@ TEST(Train, FineTuneStartsFromTheGivenModel) {
   ssm::testing::expect_error([&] { train::run_training(bad); }, "its vocabulary has 256 tokens, the task needs 16");
 }
 
+// Tokens/s of a synthetic task counts the task's sequences (induction: task_len tokens; selective
+// copying: region + markers), not the unused text --seq-len.
+TEST(Train, TaskThroughputCountsTheTaskSequence) {
+  for (const char* task : {"induction", "selective_copying"}) {
+    std::string out = ::testing::TempDir() + "/task_tok_" + task;
+    fs::remove_all(out);
+    train::TrainConfig t = tiny_config(out, "");
+    t.data.clear();
+    t.task = task;
+    t.task_len = 12;
+    t.task_memorize = 5;
+    t.steps = 2;
+    const double want = double(t.batch) * (t.task == "induction" ? 12 : 17);
+    train::run_training(t);
+    std::istringstream in(slurp(out + "/train.jsonl"));
+    int n = 0;
+    for (std::string line; std::getline(in, line);) {
+      auto j = nlohmann::json::parse(line);
+      if (!j.contains("loss") || !j.contains("tok_s")) continue;
+      EXPECT_NEAR(j["tok_s"].get<double>() * j["ms"].get<double>() / 1000, want, 1e-6 * want) << task;
+      ++n;
+    }
+    EXPECT_EQ(n, 2) << task;
+  }
+}
+
 TEST(Train, SamplesAreTheGeneratorsOutputFromTheCurrentWeights) {
   std::string data = write_text("train_sample.txt");
   std::string out = ::testing::TempDir() + "/run_sample";

@@ -319,7 +319,7 @@ double run_training(const TrainConfig& cfg) {
     opt.step(lr);
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - ts).count();
     step_ms.push_back(ms);
-    double tok_s = double(cfg.batch * cfg.seq_len * cfg.grad_accum) / (ms / 1000);
+    double tok_s = double(cfg.batch * seq_tokens * cfg.grad_accum) / (ms / 1000);
     double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     double eta = elapsed / double(step - start + 1) * double(cfg.steps - step - 1);
     log << json{{"step", step}, {"loss", loss}, {"grad_norm", norm}, {"lr", lr}, {"ms", ms}, {"tok_s", tok_s}}.dump()
@@ -361,7 +361,7 @@ double run_training(const TrainConfig& cfg) {
     if (sorted.size() % 2 == 0) med = (med + sorted[sorted.size() / 2 - 1]) / 2;
     double total_s = 0;
     for (double m : step_ms) total_s += m / 1000;
-    double tok_step = double(cfg.batch * cfg.seq_len * cfg.grad_accum);
+    double tok_step = double(cfg.batch * seq_tokens * cfg.grad_accum);
     double rss_mib = double(peak_rss_bytes()) / (1 << 20);
     log << json{{"summary", true},          {"steps", int64_t(step_ms.size())}, {"step_seconds", total_s},
                 {"median_ms", med},         {"median_tok_s", tok_step / (med / 1000)},
