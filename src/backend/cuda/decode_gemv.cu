@@ -1,0 +1,203 @@
+// The decode step's matrix-vector products: each weight row is streamed from HBM once with 16-byte
+// loads and applied to every sequence of the batch (B <= kGemvMaxBatch), fp32 accumulation, with the
+// step's epilogues (conv update, residual add) fused. `split` warps share a row (short matrices get
+// more warps per row so that enough loads are in flight); blocks loop over the rows.
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/decode.h"
+
+namespace ssm::cuda::decode {
+namespace {
+
+constexpr int kThreads = 256, kWarps = kThreads / 32, kMaxB = int(kGemvMaxBatch);
+
+// 16 bytes of T as floats (VEC = 16 / sizeof(T)).
+template <typename T>
+__device__ inline void load16(const T* p, float* out) {
+  constexpr int VEC = 16 / int(sizeof(T));
+  const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
+  const T* v = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (int j = 0; j < VEC; ++j) out[j] = ld(v[j]);
+}
+// VEC floats (VEC a multiple of 4) of an f32 buffer.
+template <int VEC>
+__device__ inline void load_f32(const float* p, float* out) {
+#pragma unroll
+  for (int j = 0; j < VEC; j += 4) {
+    const float4 v = *reinterpret_cast<const float4*>(p + j);
+    out[j] = v.x, out[j + 1] = v.y, out[j + 2] = v.z, out[j + 3] = v.w;
+  }
+}
+
+template <typename T>
+__device__ inline float round_to(float v) {
+  return ld(st<T>(v));
+}
+
+// The input element(s) of sequence b at columns [i, i + n): x, or the normed residual stream.
+template <typename T, bool kNorm>
+__device__ inline float input1(const GemvArgs& a, int b, int64_t i, const float* rstd) {
+  if constexpr (kNorm)
+    return round_to<T>(a.resid[b * a.I + i] * rstd[b] * a.norm_w[i]);
+  else
+    return ld(static_cast<const T*>(a.x)[b * a.ldx + i]);
+}
+
+template <typename T>
+__device__ void epilogue(const GemvArgs& a, int64_t r, int b, float v) {
+  if (a.bias)
+    v += a.bias[r];
+  if (a.epi == Epilogue::residual) {
+    a.resid_out[b * a.O + r] += round_to<T>(v);
+    return;
+  }
+  if (a.y_f32)
+    static_cast<float*>(a.y)[b * a.ldy + r] = v;
+  else
+    static_cast<T*>(a.y)[b * a.ldy + r] = st<T>(v);
+  if (a.epi == Epilogue::conv && r < a.conv_C) {
+    const int64_t C = a.conv_C, W = a.W;
+    T* win = static_cast<T*>(a.conv_state) + b * (W - 1) * C + r;  // stride C, oldest first
+    const float* w = a.conv_w + r * W;
+    const float x = round_to<T>(v);
+    float acc = a.conv_b ? a.conv_b[r] : 0.f;
+    for (int64_t k = 0; k + 1 < W; ++k) acc += w[k] * ld(win[k * C]);
+    acc += w[W - 1] * x;
+    for (int64_t k = 0; k + 2 < W; ++k) win[k * C] = win[(k + 1) * C];
+    if (W > 1)
+      win[(W - 2) * C] = st<T>(x);
+    static_cast<T*>(a.xs)[b * C + r] = st<T>(acc / (1.f + __expf(-acc)));
+  }
+}
+
+template <typename T, bool kNorm>
+__global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a, int split, bool vec) {
+  constexpr int VEC = 16 / int(sizeof(T));
+  __shared__ float rstd[kMaxB];
+  __shared__ float red[kWarps][kMaxB];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, B = int(a.B);
+  if constexpr (kNorm) {  // 1 / rms of each sequence's residual row, by the whole block
+    float ss[kMaxB] = {};
+    for (int64_t i = threadIdx.x; i < a.I; i += kThreads)
+#pragma unroll
+      for (int b = 0; b < kMaxB; ++b)
+        if (b < B) {
+          const float v = a.resid[b * a.I + i];
+          ss[b] += v * v;
+        }
+#pragma unroll
+    for (int b = 0; b < kMaxB; ++b) {
+      for (int o = 16; o > 0; o /= 2) ss[b] += __shfl_xor_sync(0xffffffffu, ss[b], o);
+      if (lane == 0)
+        red[warp][b] = ss[b];
+    }
+    __syncthreads();
+    if (threadIdx.x < B) {
+      float s = 0.f;
+      for (int k = 0; k < kWarps; ++k) s += red[k][threadIdx.x];
+      rstd[threadIdx.x] = rsqrtf(s / float(a.I) + a.eps);
+    }
+    __syncthreads();
+  }
+  const T* w = static_cast<const T*>(a.w);
+  const int rows_per_block = kWarps / split, kw = warp % split;
+  for (int64_t row0 = int64_t(blockIdx.x) * rows_per_block; row0 < a.O; row0 += int64_t(gridDim.x) * rows_per_block) {
+    const int64_t r = row0 + warp / split;
+    float acc[kMaxB] = {};
+    if (r < a.O) {
+      const T* wr = w + r * a.I;
+      if (vec) {
+        const int64_t chunks = a.I / VEC;
+#pragma unroll 4
+        for (int64_t c = kw * 32 + lane; c < chunks; c += split * 32) {
+          float wf[VEC];
+          [[maybe_unused]] float nw[VEC];
+          load16(wr + c * VEC, wf);
+          if constexpr (kNorm)
+            load_f32<VEC>(a.norm_w + c * VEC, nw);
+#pragma unroll
+          for (int b = 0; b < kMaxB; ++b) {
+            if (b >= B)
+              break;
+            float xf[VEC];
+            if constexpr (kNorm) {
+              load_f32<VEC>(a.resid + b * a.I + c * VEC, xf);
+#pragma unroll
+              for (int j = 0; j < VEC; ++j) xf[j] = round_to<T>(xf[j] * rstd[b] * nw[j]);
+            } else {
+              load16(static_cast<const T*>(a.x) + b * a.ldx + c * VEC, xf);
+            }
+#pragma unroll
+            for (int j = 0; j < VEC; ++j) acc[b] += wf[j] * xf[j];
+          }
+        }
+      } else {
+        for (int64_t i = kw * 32 + lane; i < a.I; i += split * 32) {
+          const float wv = ld(wr[i]);
+          for (int b = 0; b < B; ++b) acc[b] += wv * input1<T, kNorm>(a, b, i, rstd);
+        }
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < kMaxB; ++b)
+      for (int o = 16; o > 0; o /= 2) acc[b] += __shfl_xor_sync(0xffffffffu, acc[b], o);
+    if (split > 1) {
+#pragma unroll
+      for (int b = 0; b < kMaxB; ++b)
+        if (lane == b)
+          red[warp][b] = acc[b];
+      __syncthreads();
+      if (kw == 0 && lane < B && r < a.O) {
+        float s = 0.f;
+        for (int k = 0; k < split; ++k) s += red[warp + k][lane];
+        epilogue<T>(a, r, lane, s);
+      }
+      __syncthreads();
+    } else if (lane < B && r < a.O) {
+      float v = 0.f;
+#pragma unroll
+      for (int b = 0; b < kMaxB; ++b)
+        if (lane == b)
+          v = acc[b];
+      epilogue<T>(a, r, lane, v);
+    }
+  }
+}
+
+int sm_count() {
+  static const int n = [] {
+    int dev = 0, v = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev);
+    return v > 0 ? v : 1;
+  }();
+  return n;
+}
+
+}  // namespace
+
+void gemv(const GemvArgs& a, void* stream) {
+  SSM_CHECK(a.B >= 1 && a.B <= kGemvMaxBatch, "step", "GEMV batch out of range");
+  int split = 1;
+  while (split < kWarps && a.O * split < 4096) split *= 2;
+  const bool norm = a.norm_w != nullptr;
+  const int64_t rows_per_block = kWarps / split;
+  int64_t cap = int64_t(sm_count()) * (norm && a.B > 2 ? 4 : 8);
+  int64_t blocks = (a.O + rows_per_block - 1) / rows_per_block;
+  blocks = blocks < cap ? blocks : cap;
+  auto s = static_cast<cudaStream_t>(stream);
+  dispatch_act("step", a.act, [&](auto t) {
+    using T = decltype(t);
+    constexpr int VEC = 16 / int(sizeof(T));
+    auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+    const bool vec = a.I % VEC == 0 && aligned(a.w) &&
+                     (norm ? aligned(a.resid) && aligned(a.norm_w) : a.ldx % VEC == 0 && aligned(a.x));
+    if (norm)
+      gemv_kernel<T, true><<<unsigned(blocks), kThreads, 0, s>>>(a, split, vec);
+    else
+      gemv_kernel<T, false><<<unsigned(blocks), kThreads, 0, s>>>(a, split, vec);
+  });
+  check_launch("step");
+}
+
+}  // namespace ssm::cuda::decode
