@@ -98,8 +98,9 @@ TEST_P(CudaStep, StepEqualsForwardAndCpuStep) {
       } else {
         const Tensor& lg = gpu->step(column(ids, t), st);
         EXPECT_EQ(lg.device(), Device::cuda);
-        if (t > P)
+        if (t > P) {
           EXPECT_EQ(cuda_alloc_calls(), allocs) << "device memory requested by step " << t - P + 1;
+        }
         allocs = cuda_alloc_calls();
         got = lg.to(Device::cpu);
       }

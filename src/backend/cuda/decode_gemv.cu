@@ -1,7 +1,8 @@
 // The decode step's matrix-vector products: each weight row is streamed from HBM once with 16-byte
-// loads and applied to every sequence of the batch (B <= kGemvMaxBatch), fp32 accumulation, with the
-// step's epilogues (conv update, residual add) fused. `split` warps share a row (short matrices get
-// more warps per row so that enough loads are in flight); blocks loop over the rows.
+// loads (four in flight per lane) and applied to every sequence of the batch (B <= kGemvMaxBatch),
+// fp32 accumulation, with the step's epilogues (conv update, residual add) fused. `split` warps share
+// a row (short matrices get more warps per row so that enough loads are in flight); blocks loop over
+// the rows. With a norm, each block first writes the RMS-normed input rows to shared memory.
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/decode.h"
 
@@ -9,38 +10,11 @@ namespace ssm::cuda::decode {
 namespace {
 
 constexpr int kThreads = 256, kWarps = kThreads / 32, kMaxB = int(kGemvMaxBatch);
-
-// 16 bytes of T as floats (VEC = 16 / sizeof(T)).
-template <typename T>
-__device__ inline void load16(const T* p, float* out) {
-  constexpr int VEC = 16 / int(sizeof(T));
-  const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
-  const T* v = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-  for (int j = 0; j < VEC; ++j) out[j] = ld(v[j]);
-}
-// VEC floats (VEC a multiple of 4) of an f32 buffer.
-template <int VEC>
-__device__ inline void load_f32(const float* p, float* out) {
-#pragma unroll
-  for (int j = 0; j < VEC; j += 4) {
-    const float4 v = *reinterpret_cast<const float4*>(p + j);
-    out[j] = v.x, out[j + 1] = v.y, out[j + 2] = v.z, out[j + 3] = v.w;
-  }
-}
+constexpr size_t kMaxSmem = 200 * 1024;  // the normed input rows of the kNorm kernels (Hopper: up to 227 KiB)
 
 template <typename T>
 __device__ inline float round_to(float v) {
   return ld(st<T>(v));
-}
-
-// The input element(s) of sequence b at columns [i, i + n): x, or the normed residual stream.
-template <typename T, bool kNorm>
-__device__ inline float input1(const GemvArgs& a, int b, int64_t i, const float* rstd) {
-  if constexpr (kNorm)
-    return round_to<T>(a.resid[b * a.I + i] * rstd[b] * a.norm_w[i]);
-  else
-    return ld(static_cast<const T*>(a.x)[b * a.ldx + i]);
 }
 
 template <typename T>
@@ -72,11 +46,14 @@ __device__ void epilogue(const GemvArgs& a, int64_t r, int b, float v) {
 
 template <typename T, bool kNorm>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a, int split, bool vec) {
-  constexpr int VEC = 16 / int(sizeof(T));
+  constexpr int VEC = 16 / int(sizeof(T)), kDepth = 4;  // 16-byte weight loads in flight per lane
+  extern __shared__ __align__(16) unsigned char smem[];  // kNorm: the normed input [B, I] of T
   __shared__ float rstd[kMaxB];
   __shared__ float red[kWarps][kMaxB];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, B = int(a.B);
-  if constexpr (kNorm) {  // 1 / rms of each sequence's residual row, by the whole block
+  const T* x = static_cast<const T*>(a.x);
+  int64_t ldx = a.ldx;
+  if constexpr (kNorm) {  // the RMS-normed residual rows, by the whole block, into shared memory
     float ss[kMaxB] = {};
     for (int64_t i = threadIdx.x; i < a.I; i += kThreads)
 #pragma unroll
@@ -93,14 +70,20 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a, int split, b
     }
     __syncthreads();
     if (threadIdx.x < B) {
-      float s = 0.f;
-      for (int k = 0; k < kWarps; ++k) s += red[k][threadIdx.x];
-      rstd[threadIdx.x] = rsqrtf(s / float(a.I) + a.eps);
+      float t = 0.f;
+      for (int k = 0; k < kWarps; ++k) t += red[k][threadIdx.x];
+      rstd[threadIdx.x] = rsqrtf(t / float(a.I) + a.eps);
     }
     __syncthreads();
+    T* xn = reinterpret_cast<T*>(smem);
+    for (int64_t k = threadIdx.x; k < B * a.I; k += kThreads)
+      xn[k] = st<T>(a.resid[k] * rstd[k / a.I] * a.norm_w[k % a.I]);
+    __syncthreads();
+    x = xn;
+    ldx = a.I;
   }
   const T* w = static_cast<const T*>(a.w);
-  const int rows_per_block = kWarps / split, kw = warp % split;
+  const int rows_per_block = kWarps / split, kw = warp % split, stride = split * 32;
   for (int64_t row0 = int64_t(blockIdx.x) * rows_per_block; row0 < a.O; row0 += int64_t(gridDim.x) * rows_per_block) {
     const int64_t r = row0 + warp / split;
     float acc[kMaxB] = {};
@@ -108,33 +91,33 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a, int split, b
       const T* wr = w + r * a.I;
       if (vec) {
         const int64_t chunks = a.I / VEC;
-#pragma unroll 4
-        for (int64_t c = kw * 32 + lane; c < chunks; c += split * 32) {
-          float wf[VEC];
-          [[maybe_unused]] float nw[VEC];
-          load16(wr + c * VEC, wf);
-          if constexpr (kNorm)
-            load_f32<VEC>(a.norm_w + c * VEC, nw);
+        for (int64_t c0 = kw * 32 + lane; c0 < chunks; c0 += kDepth * stride) {
+          uint4 raw[kDepth];
 #pragma unroll
-          for (int b = 0; b < kMaxB; ++b) {
-            if (b >= B)
+          for (int u = 0; u < kDepth; ++u)
+            if (c0 + u * stride < chunks)
+              raw[u] = __ldg(reinterpret_cast<const uint4*>(wr + (c0 + u * stride) * VEC));
+#pragma unroll
+          for (int u = 0; u < kDepth; ++u) {
+            const int64_t c = c0 + u * stride;
+            if (c >= chunks)
               break;
-            float xf[VEC];
-            if constexpr (kNorm) {
-              load_f32<VEC>(a.resid + b * a.I + c * VEC, xf);
+            const T* wv = reinterpret_cast<const T*>(&raw[u]);
 #pragma unroll
-              for (int j = 0; j < VEC; ++j) xf[j] = round_to<T>(xf[j] * rstd[b] * nw[j]);
-            } else {
-              load16(static_cast<const T*>(a.x) + b * a.ldx + c * VEC, xf);
+            for (int b = 0; b < kMaxB; ++b) {
+              if (b >= B)
+                break;
+              const uint4 xr = *reinterpret_cast<const uint4*>(x + b * ldx + c * VEC);
+              const T* xv = reinterpret_cast<const T*>(&xr);
+#pragma unroll
+              for (int j = 0; j < VEC; ++j) acc[b] += ld(wv[j]) * ld(xv[j]);
             }
-#pragma unroll
-            for (int j = 0; j < VEC; ++j) acc[b] += wf[j] * xf[j];
           }
         }
       } else {
-        for (int64_t i = kw * 32 + lane; i < a.I; i += split * 32) {
+        for (int64_t i = kw * 32 + lane; i < a.I; i += stride) {
           const float wv = ld(wr[i]);
-          for (int b = 0; b < B; ++b) acc[b] += wv * input1<T, kNorm>(a, b, i, rstd);
+          for (int b = 0; b < B; ++b) acc[b] += wv * ld(x[b * ldx + i]);
         }
       }
     }
@@ -148,9 +131,9 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a, int split, b
           red[warp][b] = acc[b];
       __syncthreads();
       if (kw == 0 && lane < B && r < a.O) {
-        float s = 0.f;
-        for (int k = 0; k < split; ++k) s += red[warp + k][lane];
-        epilogue<T>(a, r, lane, s);
+        float t = 0.f;
+        for (int k = 0; k < split; ++k) t += red[warp + k][lane];
+        epilogue<T>(a, r, lane, t);
       }
       __syncthreads();
     } else if (lane < B && r < a.O) {
@@ -182,7 +165,7 @@ void gemv(const GemvArgs& a, void* stream) {
   while (split < kWarps && a.O * split < 4096) split *= 2;
   const bool norm = a.norm_w != nullptr;
   const int64_t rows_per_block = kWarps / split;
-  int64_t cap = int64_t(sm_count()) * (norm && a.B > 2 ? 4 : 8);
+  int64_t cap = int64_t(sm_count()) * (norm && a.B > 2 ? 4 : 8);  // kNorm blocks each norm the input first
   int64_t blocks = (a.O + rows_per_block - 1) / rows_per_block;
   blocks = blocks < cap ? blocks : cap;
   auto s = static_cast<cudaStream_t>(stream);
@@ -190,12 +173,19 @@ void gemv(const GemvArgs& a, void* stream) {
     using T = decltype(t);
     constexpr int VEC = 16 / int(sizeof(T));
     auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-    const bool vec = a.I % VEC == 0 && aligned(a.w) &&
-                     (norm ? aligned(a.resid) && aligned(a.norm_w) : a.ldx % VEC == 0 && aligned(a.x));
-    if (norm)
-      gemv_kernel<T, true><<<unsigned(blocks), kThreads, 0, s>>>(a, split, vec);
-    else
+    const bool vec = a.I % VEC == 0 && aligned(a.w) && (norm || (a.ldx % VEC == 0 && aligned(a.x)));
+    if (norm) {
+      const size_t smem = size_t(a.B * a.I) * sizeof(T);
+      SSM_CHECK(smem <= kMaxSmem, "step",
+                "d_model " + std::to_string(a.I) + " is too wide for the GEMV decode step at batch " +
+                    std::to_string(a.B));
+      static const cudaError_t opt_in = cudaFuncSetAttribute(
+          gemv_kernel<T, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxSmem));
+      SSM_CHECK(opt_in == cudaSuccess, "step", std::string("cudaFuncSetAttribute: ") + cudaGetErrorString(opt_in));
+      gemv_kernel<T, true><<<unsigned(blocks), kThreads, smem, s>>>(a, split, vec);
+    } else {
       gemv_kernel<T, false><<<unsigned(blocks), kThreads, 0, s>>>(a, split, vec);
+    }
   });
   check_launch("step");
 }

@@ -20,52 +20,63 @@ __device__ inline float group_sum(float v) {
   return v;
 }
 
-// grid (channel blocks, B); G lanes per channel, each lane owns states n = g, g + G, ...
+// grid (channel blocks, batch chunks of kRowsPerBlock); G lanes per channel, each lane owns states
+// n = g, g + G, ...; a block walks its sequences so that dt_proj's rows are read from L2 once.
+constexpr int kRowsPerBlock = 8;
 template <typename T, int G>
 __global__ void __launch_bounds__(kThreads) scan_step_kernel(ScanStepArgs a) {
-  extern __shared__ float dbl[];  // [R + 2N]: dt (low rank), B, C of this sequence
-  __shared__ float scale[3];
-  const int64_t b = blockIdx.y, E = a.R + 2 * a.N;
-  for (int64_t i = threadIdx.x; i < E; i += kThreads) dbl[i] = a.xdbl[b * E + i];
+  extern __shared__ float dbl[];  // [rows, R + 2N]: dt (low rank), B, C of this block's sequences
+  __shared__ float scale[3 * kRowsPerBlock];
+  const int64_t E = a.R + 2 * a.N, b0 = int64_t(blockIdx.y) * kRowsPerBlock;
+  const int rows = int(a.B - b0 < kRowsPerBlock ? a.B - b0 : kRowsPerBlock);
+  for (int64_t i = threadIdx.x; i < rows * E; i += kThreads) dbl[i] = a.xdbl[b0 * E + i];
   __syncthreads();
-  if (a.falcon) {  // weightless RMS norms of dt, B and C: warp k normalises segment k
+  if (a.falcon) {  // weightless RMS norms of dt, B and C: one warp per (row, segment)
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (warp < 3) {
-      const int64_t lo = warp == 0 ? 0 : warp == 1 ? a.R : a.R + a.N, n = warp == 0 ? a.R : a.N;
+    for (int seg = warp; seg < 3 * rows; seg += kThreads / 32) {
+      const int k = seg % 3;
+      const int64_t lo = (seg / 3) * E + (k == 0 ? 0 : k == 1 ? a.R : a.R + a.N), n = k == 0 ? a.R : a.N;
       float ss = 0.f;
       for (int64_t i = lane; i < n; i += 32) ss += dbl[lo + i] * dbl[lo + i];
       ss = group_sum<32>(ss);
       if (lane == 0)
-        scale[warp] = rsqrtf(ss / float(n) + a.mixer_eps);
+        scale[seg] = rsqrtf(ss / float(n) + a.mixer_eps);
     }
     __syncthreads();
-    for (int64_t i = threadIdx.x; i < E; i += kThreads) dbl[i] *= scale[i < a.R ? 0 : i < a.R + a.N ? 1 : 2];
+    for (int64_t i = threadIdx.x; i < rows * E; i += kThreads) {
+      const int64_t e = i % E;
+      dbl[i] *= scale[(i / E) * 3 + (e < a.R ? 0 : e < a.R + a.N ? 1 : 2)];
+    }
     __syncthreads();
   }
   const int g = threadIdx.x % G;
   const int64_t d = int64_t(blockIdx.x) * (kThreads / G) + threadIdx.x / G;
   const bool valid = d < a.Di;  // out-of-range lanes still take part in the shuffles
-  float dt = 0.f;
-  if (valid)
-    for (int64_t j = g; j < a.R; j += G) dt += a.dt_proj[d * a.R + j] * dbl[j];
-  dt = softplus(group_sum<G>(dt) + (valid ? a.dt_bias[d] : 0.f));
-  const float u = valid ? ld(static_cast<const T*>(a.xs)[b * a.Di + d]) : 0.f;
-  const float* Bv = dbl + a.R;
-  const float* Cv = dbl + a.R + a.N;
-  float acc = 0.f;
-  if (valid) {
-    float* h = a.h + (b * a.Di + d) * a.N;
-    for (int64_t n = g; n < a.N; n += G) {
-      const float A = -__expf(a.A_log[d * a.N + n]);
-      const float hn = __expf(dt * A) * h[n] + dt * Bv[n] * u;
-      h[n] = hn;
-      acc += Cv[n] * hn;
+  for (int k = 0; k < rows; ++k) {
+    const int64_t b = b0 + k;
+    const float* row = dbl + k * E;
+    float dt = 0.f;
+    if (valid)
+      for (int64_t j = g; j < a.R; j += G) dt += a.dt_proj[d * a.R + j] * row[j];
+    dt = softplus(group_sum<G>(dt) + (valid ? a.dt_bias[d] : 0.f));
+    const float u = valid ? ld(static_cast<const T*>(a.xs)[b * a.Di + d]) : 0.f;
+    const float* Bv = row + a.R;
+    const float* Cv = row + a.R + a.N;
+    float acc = 0.f;
+    if (valid) {
+      float* h = a.h + (b * a.Di + d) * a.N;
+      for (int64_t n = g; n < a.N; n += G) {
+        const float A = -__expf(a.A_log[d * a.N + n]);
+        const float hn = __expf(dt * A) * h[n] + dt * Bv[n] * u;
+        h[n] = hn;
+        acc += Cv[n] * hn;
+      }
     }
-  }
-  acc = group_sum<G>(acc);
-  if (valid && g == 0) {
-    const float z = ld(static_cast<const T*>(a.z)[b * a.ldz + d]);
-    static_cast<T*>(a.y)[b * a.Di + d] = st<T>((acc + (a.D ? a.D[d] * u : 0.f)) * silu(z));
+    acc = group_sum<G>(acc);
+    if (valid && g == 0) {
+      const float z = ld(static_cast<const T*>(a.z)[b * a.ldz + d]);
+      static_cast<T*>(a.y)[b * a.Di + d] = st<T>((acc + (a.D ? a.D[d] * u : 0.f)) * silu(z));
+    }
   }
 }
 
@@ -125,15 +136,15 @@ __global__ void bias_kernel(T* y, int64_t ldy, const float* bias, int64_t B, int
 
 void scan_step(const ScanStepArgs& a, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
-  const size_t smem = size_t(a.R + 2 * a.N) * sizeof(float);
+  const size_t smem = size_t(kRowsPerBlock * (a.R + 2 * a.N)) * sizeof(float);
   SSM_CHECK(smem <= 48 * 1024, "step", "x_proj output too wide for the step kernel");
   dispatch_act("step", a.act, [&](auto t) {
     using T = decltype(t);
     if (a.N <= 16) {
-      dim3 grid(unsigned((a.Di + kThreads / 16 - 1) / (kThreads / 16)), unsigned(a.B));
+      dim3 grid(unsigned((a.Di + kThreads / 16 - 1) / (kThreads / 16)), unsigned((a.B + kRowsPerBlock - 1) / kRowsPerBlock));
       scan_step_kernel<T, 16><<<grid, kThreads, smem, s>>>(a);
     } else {
-      dim3 grid(unsigned((a.Di + kThreads / 32 - 1) / (kThreads / 32)), unsigned(a.B));
+      dim3 grid(unsigned((a.Di + kThreads / 32 - 1) / (kThreads / 32)), unsigned((a.B + kRowsPerBlock - 1) / kRowsPerBlock));
       scan_step_kernel<T, 32><<<grid, kThreads, smem, s>>>(a);
     }
   });
