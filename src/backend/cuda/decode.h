@@ -20,9 +20,10 @@ enum class Epilogue {
   residual,  // resid_out[b, r] += v rounded to act (the mixer output joins the residual stream)
 };
 
-// v[b, r] = x[b, :] · w[r, :] + bias[r] for b < B (<= kGemvMaxBatch), r < O; w [O, I] of act.
+// v[b, r] = x[b, :] · w[r, :] + bias[r] for b < B, r < O; w [O, I] of act (read once per kGemvMaxBatch
+// sequences, so used for every matrix at small B and for the short x_proj at any B).
 // The input is x [B, I] (act, row stride ldx), or with norm_w the RMS-normed residual stream:
-// round_act(resid[b, i] / rms(resid[b, :]) * norm_w[i]) (resid f32 [B, I]).
+// round_act(resid[b, i] / rms(resid[b, :]) * norm_w[i]) (resid f32 [B, I], B <= kGemvMaxBatch).
 struct GemvArgs {
   DType act = DType::f32;
   const void* w = nullptr;

@@ -2,15 +2,16 @@
 // loads (four in flight per lane) and applied to every sequence of the batch (B <= kGemvMaxBatch),
 // fp32 accumulation, with the step's epilogues (conv update, residual add) fused. `split` warps share
 // a row (short matrices get more warps per row so that enough loads are in flight); blocks loop over
-// the rows. With a norm, each block first writes the RMS-normed input rows to shared memory.
+// the rows. With a norm, each block first reduces the residual rows to their RMS; the normed input is
+// made on the fly. Launched as programmatic dependents: the first weights load before waiting.
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/decode.h"
+#include "backend/cuda/decode_launch.cuh"
 
 namespace ssm::cuda::decode {
 namespace {
 
 constexpr int kThreads = 256, kWarps = kThreads / 32, kMaxB = int(kGemvMaxBatch);
-constexpr size_t kMaxSmem = 200 * 1024;  // the normed input rows of the kNorm kernels (Hopper: up to 227 KiB)
 
 template <typename T>
 __device__ inline float round_to(float v) {
@@ -44,105 +45,142 @@ __device__ void epilogue(const GemvArgs& a, int64_t r, int b, float v) {
   }
 }
 
+// One warp group (`split` warps) per row r, lanes over 16-byte chunks; sequences in chunks of kMaxB
+// (the weight row is re-read, from L2, for each further chunk). kNorm: B <= kMaxB.
 template <typename T, bool kNorm>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a, int split, bool vec) {
   constexpr int VEC = 16 / int(sizeof(T)), kDepth = 4;  // 16-byte weight loads in flight per lane
-  extern __shared__ __align__(16) unsigned char smem[];  // kNorm: the normed input [B, I] of T
   __shared__ float rstd[kMaxB];
   __shared__ float red[kWarps][kMaxB];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, B = int(a.B);
-  const T* x = static_cast<const T*>(a.x);
-  int64_t ldx = a.ldx;
-  if constexpr (kNorm) {  // the RMS-normed residual rows, by the whole block, into shared memory
-    float ss[kMaxB] = {};
-    for (int64_t i = threadIdx.x; i < a.I; i += kThreads)
-#pragma unroll
-      for (int b = 0; b < kMaxB; ++b)
-        if (b < B) {
-          const float v = a.resid[b * a.I + i];
-          ss[b] += v * v;
-        }
-#pragma unroll
-    for (int b = 0; b < kMaxB; ++b) {
-      for (int o = 16; o > 0; o /= 2) ss[b] += __shfl_xor_sync(0xffffffffu, ss[b], o);
-      if (lane == 0)
-        red[warp][b] = ss[b];
-    }
-    __syncthreads();
-    if (threadIdx.x < B) {
-      float t = 0.f;
-      for (int k = 0; k < kWarps; ++k) t += red[k][threadIdx.x];
-      rstd[threadIdx.x] = rsqrtf(t / float(a.I) + a.eps);
-    }
-    __syncthreads();
-    T* xn = reinterpret_cast<T*>(smem);
-    for (int64_t k = threadIdx.x; k < B * a.I; k += kThreads)
-      xn[k] = st<T>(a.resid[k] * rstd[k / a.I] * a.norm_w[k % a.I]);
-    __syncthreads();
-    x = xn;
-    ldx = a.I;
-  }
-  const T* w = static_cast<const T*>(a.w);
+  pdl_trigger();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int rows_per_block = kWarps / split, kw = warp % split, stride = split * 32;
-  for (int64_t row0 = int64_t(blockIdx.x) * rows_per_block; row0 < a.O; row0 += int64_t(gridDim.x) * rows_per_block) {
-    const int64_t r = row0 + warp / split;
-    float acc[kMaxB] = {};
-    if (r < a.O) {
-      const T* wr = w + r * a.I;
-      if (vec) {
-        const int64_t chunks = a.I / VEC;
-        for (int64_t c0 = kw * 32 + lane; c0 < chunks; c0 += kDepth * stride) {
-          uint4 raw[kDepth];
+  const T* w = static_cast<const T*>(a.w);
+  const int64_t chunks = a.I / VEC;
+  // The first weights of this lane, fetched before waiting for the previous kernel.
+  uint4 raw[kDepth];
+  bool have = false;
+  {
+    const int64_t r = int64_t(blockIdx.x) * rows_per_block + warp / split, c0 = kw * 32 + lane;
+    if (vec && r < a.O) {
 #pragma unroll
-          for (int u = 0; u < kDepth; ++u)
-            if (c0 + u * stride < chunks)
-              raw[u] = __ldg(reinterpret_cast<const uint4*>(wr + (c0 + u * stride) * VEC));
+      for (int u = 0; u < kDepth; ++u)
+        if (c0 + u * stride < chunks)
+          raw[u] = __ldg(reinterpret_cast<const uint4*>(w + r * a.I + (c0 + u * stride) * VEC));
+      have = true;
+    }
+  }
+  pdl_wait();
+  const T* x = static_cast<const T*>(a.x);
+  for (int b0 = 0; b0 < int(a.B); b0 += kMaxB) {
+    const int B = int(a.B) - b0 < kMaxB ? int(a.B) - b0 : kMaxB;
+    if constexpr (kNorm) {  // 1 / rms of each sequence's residual row, by the whole block
+      float ss[kMaxB] = {};
+      for (int64_t i = threadIdx.x; i < a.I; i += kThreads)
 #pragma unroll
-          for (int u = 0; u < kDepth; ++u) {
-            const int64_t c = c0 + u * stride;
-            if (c >= chunks)
-              break;
-            const T* wv = reinterpret_cast<const T*>(&raw[u]);
+        for (int b = 0; b < kMaxB; ++b)
+          if (b < B) {
+            const float v = a.resid[b * a.I + i];
+            ss[b] += v * v;
+          }
 #pragma unroll
-            for (int b = 0; b < kMaxB; ++b) {
-              if (b >= B)
+      for (int b = 0; b < kMaxB; ++b) {
+        for (int o = 16; o > 0; o /= 2) ss[b] += __shfl_xor_sync(0xffffffffu, ss[b], o);
+        if (lane == 0)
+          red[warp][b] = ss[b];
+      }
+      __syncthreads();
+      if (threadIdx.x < B) {
+        float t = 0.f;
+        for (int k = 0; k < kWarps; ++k) t += red[k][threadIdx.x];
+        rstd[threadIdx.x] = rsqrtf(t / float(a.I) + a.eps);
+      }
+      __syncthreads();
+    }
+    for (int64_t row0 = int64_t(blockIdx.x) * rows_per_block; row0 < a.O;
+         row0 += int64_t(gridDim.x) * rows_per_block) {
+      const int64_t r = row0 + warp / split;
+      float acc[kMaxB] = {};
+      if (r < a.O) {
+        const T* wr = w + r * a.I;
+        if (vec) {
+          for (int64_t c0 = kw * 32 + lane; c0 < chunks; c0 += kDepth * stride) {
+            if (!have) {
+#pragma unroll
+              for (int u = 0; u < kDepth; ++u)
+                if (c0 + u * stride < chunks)
+                  raw[u] = __ldg(reinterpret_cast<const uint4*>(wr + (c0 + u * stride) * VEC));
+            }
+            have = false;
+#pragma unroll
+            for (int u = 0; u < kDepth; ++u) {
+              const int64_t c = c0 + u * stride;
+              if (c >= chunks)
                 break;
-              const uint4 xr = *reinterpret_cast<const uint4*>(x + b * ldx + c * VEC);
-              const T* xv = reinterpret_cast<const T*>(&xr);
+              const T* wv = reinterpret_cast<const T*>(&raw[u]);
+              [[maybe_unused]] float nw[VEC];
+              if constexpr (kNorm) {
 #pragma unroll
-              for (int j = 0; j < VEC; ++j) acc[b] += ld(wv[j]) * ld(xv[j]);
+                for (int j = 0; j < VEC; j += 4) {
+                  const float4 v = *reinterpret_cast<const float4*>(a.norm_w + c * VEC + j);
+                  nw[j] = v.x, nw[j + 1] = v.y, nw[j + 2] = v.z, nw[j + 3] = v.w;
+                }
+              }
+#pragma unroll
+              for (int b = 0; b < kMaxB; ++b) {
+                if (b >= B)
+                  break;
+                float xf[VEC];
+                if constexpr (kNorm) {
+#pragma unroll
+                  for (int j = 0; j < VEC; j += 4) {
+                    const float4 v = *reinterpret_cast<const float4*>(a.resid + b * a.I + c * VEC + j);
+                    xf[j] = round_to<T>(v.x * rstd[b] * nw[j]), xf[j + 1] = round_to<T>(v.y * rstd[b] * nw[j + 1]);
+                    xf[j + 2] = round_to<T>(v.z * rstd[b] * nw[j + 2]), xf[j + 3] = round_to<T>(v.w * rstd[b] * nw[j + 3]);
+                  }
+                } else {
+                  const uint4 xr = *reinterpret_cast<const uint4*>(x + (b0 + b) * a.ldx + c * VEC);
+                  const T* xv = reinterpret_cast<const T*>(&xr);
+#pragma unroll
+                  for (int j = 0; j < VEC; ++j) xf[j] = ld(xv[j]);
+                }
+#pragma unroll
+                for (int j = 0; j < VEC; ++j) acc[b] += ld(wv[j]) * xf[j];
+              }
             }
           }
-        }
-      } else {
-        for (int64_t i = kw * 32 + lane; i < a.I; i += stride) {
-          const float wv = ld(wr[i]);
-          for (int b = 0; b < B; ++b) acc[b] += wv * ld(x[b * ldx + i]);
+        } else {
+          for (int64_t i = kw * 32 + lane; i < a.I; i += stride) {
+            const float wv = ld(wr[i]);
+            for (int b = 0; b < B; ++b)
+              acc[b] += wv * (kNorm ? round_to<T>(a.resid[b * a.I + i] * rstd[b] * a.norm_w[i])
+                                    : ld(x[(b0 + b) * a.ldx + i]));
+          }
         }
       }
-    }
-#pragma unroll
-    for (int b = 0; b < kMaxB; ++b)
-      for (int o = 16; o > 0; o /= 2) acc[b] += __shfl_xor_sync(0xffffffffu, acc[b], o);
-    if (split > 1) {
 #pragma unroll
       for (int b = 0; b < kMaxB; ++b)
-        if (lane == b)
-          red[warp][b] = acc[b];
-      __syncthreads();
-      if (kw == 0 && lane < B && r < a.O) {
-        float t = 0.f;
-        for (int k = 0; k < split; ++k) t += red[warp + k][lane];
-        epilogue<T>(a, r, lane, t);
+        for (int o = 16; o > 0; o /= 2) acc[b] += __shfl_xor_sync(0xffffffffu, acc[b], o);
+      if (split > 1) {
+#pragma unroll
+        for (int b = 0; b < kMaxB; ++b)
+          if (lane == b)
+            red[warp][b] = acc[b];
+        __syncthreads();
+        if (kw == 0 && lane < B && r < a.O) {
+          float t = 0.f;
+          for (int k = 0; k < split; ++k) t += red[warp + k][lane];
+          epilogue<T>(a, r, b0 + lane, t);
+        }
+        __syncthreads();
+      } else if (lane < B && r < a.O) {
+        float v = 0.f;
+#pragma unroll
+        for (int b = 0; b < kMaxB; ++b)
+          if (lane == b)
+            v = acc[b];
+        epilogue<T>(a, r, b0 + lane, v);
       }
-      __syncthreads();
-    } else if (lane < B && r < a.O) {
-      float v = 0.f;
-#pragma unroll
-      for (int b = 0; b < kMaxB; ++b)
-        if (lane == b)
-          v = acc[b];
-      epilogue<T>(a, r, lane, v);
     }
   }
 }
@@ -160,34 +198,25 @@ int sm_count() {
 }  // namespace
 
 void gemv(const GemvArgs& a, void* stream) {
-  SSM_CHECK(a.B >= 1 && a.B <= kGemvMaxBatch, "step", "GEMV batch out of range");
+  const bool norm = a.norm_w != nullptr;
+  SSM_CHECK(a.B >= 1 && (!norm || a.B <= kGemvMaxBatch), "step", "GEMV batch out of range");
   int split = 1;
   while (split < kWarps && a.O * split < 4096) split *= 2;
-  const bool norm = a.norm_w != nullptr;
   const int64_t rows_per_block = kWarps / split;
-  int64_t cap = int64_t(sm_count()) * (norm && a.B > 2 ? 4 : 8);  // kNorm blocks each norm the input first
+  const int64_t cap = int64_t(sm_count()) * (norm && a.B > 2 ? 4 : 8);  // kNorm blocks each reduce the input first
   int64_t blocks = (a.O + rows_per_block - 1) / rows_per_block;
   blocks = blocks < cap ? blocks : cap;
-  auto s = static_cast<cudaStream_t>(stream);
   dispatch_act("step", a.act, [&](auto t) {
     using T = decltype(t);
     constexpr int VEC = 16 / int(sizeof(T));
     auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-    const bool vec = a.I % VEC == 0 && aligned(a.w) && (norm || (a.ldx % VEC == 0 && aligned(a.x)));
-    if (norm) {
-      const size_t smem = size_t(a.B * a.I) * sizeof(T);
-      SSM_CHECK(smem <= kMaxSmem, "step",
-                "d_model " + std::to_string(a.I) + " is too wide for the GEMV decode step at batch " +
-                    std::to_string(a.B));
-      static const cudaError_t opt_in = cudaFuncSetAttribute(
-          gemv_kernel<T, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxSmem));
-      SSM_CHECK(opt_in == cudaSuccess, "step", std::string("cudaFuncSetAttribute: ") + cudaGetErrorString(opt_in));
-      gemv_kernel<T, true><<<unsigned(blocks), kThreads, smem, s>>>(a, split, vec);
-    } else {
-      gemv_kernel<T, false><<<unsigned(blocks), kThreads, 0, s>>>(a, split, vec);
-    }
+    const bool vec = a.I % VEC == 0 && aligned(a.w) &&
+                     (norm ? aligned(a.resid) && aligned(a.norm_w) : a.ldx % VEC == 0 && aligned(a.x));
+    if (norm)
+      launch(gemv_kernel<T, true>, dim3(unsigned(blocks)), dim3(kThreads), 0, stream, a, split, vec);
+    else
+      launch(gemv_kernel<T, false>, dim3(unsigned(blocks)), dim3(kThreads), 0, stream, a, split, vec);
   });
-  check_launch("step");
 }
 
 }  // namespace ssm::cuda::decode

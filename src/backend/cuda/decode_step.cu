@@ -3,6 +3,7 @@
 // RMSNorm, the conv window update and the bias add that surround cuBLASLt's GEMMs.
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/decode.h"
+#include "backend/cuda/decode_launch.cuh"
 
 namespace ssm::cuda::decode {
 namespace {
@@ -27,6 +28,17 @@ template <typename T, int G>
 __global__ void __launch_bounds__(kThreads) scan_step_kernel(ScanStepArgs a) {
   extern __shared__ float dbl[];  // [rows, R + 2N]: dt (low rank), B, C of this block's sequences
   __shared__ float scale[3 * kRowsPerBlock];
+  pdl_trigger();
+  const int g = threadIdx.x % G;
+  const int64_t d = int64_t(blockIdx.x) * (kThreads / G) + threadIdx.x / G;
+  const bool valid = d < a.Di;  // out-of-range lanes still take part in the shuffles
+  // Weights before waiting for the previous kernel: dt_proj[d, g + k G] for k < kPre, A[d, g].
+  constexpr int kPre = 8;
+  float wdt[kPre];
+#pragma unroll
+  for (int k = 0; k < kPre; ++k) wdt[k] = valid && g + k * G < a.R ? a.dt_proj[d * a.R + g + k * G] : 0.f;
+  const float A0 = valid && g < a.N ? -__expf(a.A_log[d * a.N + g]) : 0.f;
+  pdl_wait();
   const int64_t E = a.R + 2 * a.N, b0 = int64_t(blockIdx.y) * kRowsPerBlock;
   const int rows = int(a.B - b0 < kRowsPerBlock ? a.B - b0 : kRowsPerBlock);
   for (int64_t i = threadIdx.x; i < rows * E; i += kThreads) dbl[i] = a.xdbl[b0 * E + i];
@@ -49,15 +61,16 @@ __global__ void __launch_bounds__(kThreads) scan_step_kernel(ScanStepArgs a) {
     }
     __syncthreads();
   }
-  const int g = threadIdx.x % G;
-  const int64_t d = int64_t(blockIdx.x) * (kThreads / G) + threadIdx.x / G;
-  const bool valid = d < a.Di;  // out-of-range lanes still take part in the shuffles
   for (int k = 0; k < rows; ++k) {
     const int64_t b = b0 + k;
     const float* row = dbl + k * E;
     float dt = 0.f;
+#pragma unroll
+    for (int q = 0; q < kPre; ++q)
+      if (g + q * G < a.R)
+        dt += wdt[q] * row[g + q * G];
     if (valid)
-      for (int64_t j = g; j < a.R; j += G) dt += a.dt_proj[d * a.R + j] * row[j];
+      for (int64_t j = g + kPre * G; j < a.R; j += G) dt += a.dt_proj[d * a.R + j] * row[j];
     dt = softplus(group_sum<G>(dt) + (valid ? a.dt_bias[d] : 0.f));
     const float u = valid ? ld(static_cast<const T*>(a.xs)[b * a.Di + d]) : 0.f;
     const float* Bv = row + a.R;
@@ -66,7 +79,7 @@ __global__ void __launch_bounds__(kThreads) scan_step_kernel(ScanStepArgs a) {
     if (valid) {
       float* h = a.h + (b * a.Di + d) * a.N;
       for (int64_t n = g; n < a.N; n += G) {
-        const float A = -__expf(a.A_log[d * a.N + n]);
+        const float A = n == g ? A0 : -__expf(a.A_log[d * a.N + n]);
         const float hn = __expf(dt * A) * h[n] + dt * Bv[n] * u;
         h[n] = hn;
         acc += Cv[n] * hn;
@@ -82,6 +95,8 @@ __global__ void __launch_bounds__(kThreads) scan_step_kernel(ScanStepArgs a) {
 
 template <typename T>
 __global__ void embed_kernel(const T* w, const int64_t* ids, float* resid, int64_t B, int64_t C) {
+  pdl_trigger();
+  pdl_wait();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < B * C; i += int64_t(gridDim.x) * blockDim.x)
     resid[i] = ld(w[ids[i / C] * C + i % C]);
 }
@@ -135,29 +150,26 @@ __global__ void bias_kernel(T* y, int64_t ldy, const float* bias, int64_t B, int
 }  // namespace
 
 void scan_step(const ScanStepArgs& a, void* stream) {
-  auto s = static_cast<cudaStream_t>(stream);
   const size_t smem = size_t(kRowsPerBlock * (a.R + 2 * a.N)) * sizeof(float);
   SSM_CHECK(smem <= 48 * 1024, "step", "x_proj output too wide for the step kernel");
   dispatch_act("step", a.act, [&](auto t) {
     using T = decltype(t);
     if (a.N <= 16) {
       dim3 grid(unsigned((a.Di + kThreads / 16 - 1) / (kThreads / 16)), unsigned((a.B + kRowsPerBlock - 1) / kRowsPerBlock));
-      scan_step_kernel<T, 16><<<grid, kThreads, smem, s>>>(a);
+      launch(scan_step_kernel<T, 16>, grid, dim3(kThreads), smem, stream, a);
     } else {
       dim3 grid(unsigned((a.Di + kThreads / 32 - 1) / (kThreads / 32)), unsigned((a.B + kRowsPerBlock - 1) / kRowsPerBlock));
-      scan_step_kernel<T, 32><<<grid, kThreads, smem, s>>>(a);
+      launch(scan_step_kernel<T, 32>, grid, dim3(kThreads), smem, stream, a);
     }
   });
-  check_launch("step");
 }
 
 void embed(DType wdt, const void* weight, const int64_t* ids, float* resid, int64_t B, int64_t C, void* stream) {
   dispatch_act("step", wdt, [&](auto t) {
     using T = decltype(t);
-    embed_kernel<T><<<blocks_for(B * C), 256, 0, static_cast<cudaStream_t>(stream)>>>(static_cast<const T*>(weight),
-                                                                                        ids, resid, B, C);
+    launch(embed_kernel<T>, dim3(blocks_for(B * C)), dim3(256), 0, stream, static_cast<const T*>(weight), ids, resid,
+           B, C);
   });
-  check_launch("step");
 }
 
 void add_rms_norm(DType act, float* resid, const void* add, const float* w, void* out, int64_t B, int64_t C, float eps,

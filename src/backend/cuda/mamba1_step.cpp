@@ -90,10 +90,6 @@ void record(const ModelConfig& c, const Mamba1StepWeights& w, GpuStep& g, cudaSt
       a.conv_state = g.conv[size_t(i)].raw_data(), a.conv_w = fp(l.conv_w), a.conv_b = fp(l.conv_b);
       a.conv_C = Di, a.W = c.d_conv, a.xs = g.xs.raw_data();
       gemv(a, s);
-      GemvArgs x;
-      x.act = act, x.w = l.x_proj.raw_data(), x.O = E, x.I = Di, x.B = B, x.x = g.xs.raw_data(), x.ldx = Di;
-      x.epi = Epilogue::store, x.y = g.xdbl.raw_data(), x.ldy = E, x.y_f32 = true;
-      gemv(x, s);
     } else {
       add_rms_norm(act, g.resid.data<float>(), i == 0 ? nullptr : g.out.raw_data(), fp(l.norm_w), g.normed.raw_data(),
                    B, dm, eps, s);
@@ -102,8 +98,11 @@ void record(const ModelConfig& c, const Mamba1StepWeights& w, GpuStep& g, cudaSt
         add_bias(act, xz, 2 * Di, fp(l.in_proj_b), B, 2 * Di, s);
       conv_step(act, xz, 2 * Di, g.conv[size_t(i)].raw_data(), fp(l.conv_w), fp(l.conv_b), g.xs.raw_data(), B, Di,
                 c.d_conv, s);
-      gemm(act, DType::f32, g.xs.raw_data(), l.x_proj.raw_data(), g.xdbl.raw_data(), B, Di, E, tf32, s);
     }
+    GemvArgs x;  // x_proj (short: a GEMV at every batch size)
+    x.act = act, x.w = l.x_proj.raw_data(), x.O = E, x.I = Di, x.B = B, x.x = g.xs.raw_data(), x.ldx = Di;
+    x.epi = Epilogue::store, x.y = g.xdbl.raw_data(), x.ldy = E, x.y_f32 = true;
+    gemv(x, s);
     ScanStepArgs sc;
     sc.act = act, sc.B = B, sc.Di = Di, sc.N = N, sc.R = R;
     sc.xs = g.xs.raw_data(), sc.z = xz + Di * int64_t(dtype_size(act)), sc.ldz = 2 * Di, sc.xdbl = g.xdbl.data<float>();
