@@ -21,7 +21,7 @@ enum class Epilogue {
 };
 
 // v[b, r] = x[b, :] · w[r, :] + bias[r] for b < B, r < O; w [O, I] of act (read once per kGemvMaxBatch
-// sequences, so used for every matrix at small B and for the short x_proj at any B).
+// sequences).
 // The input is x [B, I] (act, row stride ldx), or with norm_w the RMS-normed residual stream:
 // round_act(resid[b, i] / rms(resid[b, :]) * norm_w[i]) (resid f32 [B, I], B <= kGemvMaxBatch).
 struct GemvArgs {

@@ -2,8 +2,8 @@
 // loads (four in flight per lane) and applied to every sequence of the batch (B <= kGemvMaxBatch),
 // fp32 accumulation, with the step's epilogues (conv update, residual add) fused. `split` warps share
 // a row (short matrices get more warps per row so that enough loads are in flight); blocks loop over
-// the rows. With a norm, each block first reduces the residual rows to their RMS; the normed input is
-// made on the fly. Launched as programmatic dependents: the first weights load before waiting.
+// the rows. With a norm, each block first writes the RMS-normed input rows to shared memory (few, fat
+// blocks). Launched as programmatic dependents: the first weights load before waiting.
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/decode.h"
 #include "backend/cuda/decode_launch.cuh"
@@ -12,6 +12,7 @@ namespace ssm::cuda::decode {
 namespace {
 
 constexpr int kThreads = 256, kWarps = kThreads / 32, kMaxB = int(kGemvMaxBatch);
+constexpr size_t kMaxSmem = 200 * 1024;  // the normed input rows of the kNorm kernels (Hopper: up to 227 KiB)
 
 template <typename T>
 __device__ inline float round_to(float v) {
@@ -49,7 +50,8 @@ __device__ void epilogue(const GemvArgs& a, int64_t r, int b, float v) {
 // (the weight row is re-read, from L2, for each further chunk). kNorm: B <= kMaxB.
 template <typename T, bool kNorm>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a, int split, bool vec) {
-  constexpr int VEC = 16 / int(sizeof(T)), kDepth = 4;  // 16-byte weight loads in flight per lane
+  constexpr int VEC = 16 / int(sizeof(T)), kDepth = 8;  // 16-byte weight loads in flight per lane
+  extern __shared__ __align__(16) unsigned char smem[];  // kNorm: the normed input rows [B, I] of T
   __shared__ float rstd[kMaxB];
   __shared__ float red[kWarps][kMaxB];
   pdl_trigger();
@@ -72,6 +74,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a, int split, b
   }
   pdl_wait();
   const T* x = static_cast<const T*>(a.x);
+  int64_t ldx = a.ldx;
   for (int b0 = 0; b0 < int(a.B); b0 += kMaxB) {
     const int B = int(a.B) - b0 < kMaxB ? int(a.B) - b0 : kMaxB;
     if constexpr (kNorm) {  // 1 / rms of each sequence's residual row, by the whole block
@@ -96,6 +99,12 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a, int split, b
         rstd[threadIdx.x] = rsqrtf(t / float(a.I) + a.eps);
       }
       __syncthreads();
+      T* xn = reinterpret_cast<T*>(smem);
+      for (int64_t k = threadIdx.x; k < B * a.I; k += kThreads)
+        xn[k] = st<T>(a.resid[k] * rstd[k / a.I] * a.norm_w[k % a.I]);
+      __syncthreads();
+      x = xn;
+      ldx = a.I;
     }
     for (int64_t row0 = int64_t(blockIdx.x) * rows_per_block; row0 < a.O;
          row0 += int64_t(gridDim.x) * rows_per_block) {
@@ -118,32 +127,15 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a, int split, b
               if (c >= chunks)
                 break;
               const T* wv = reinterpret_cast<const T*>(&raw[u]);
-              [[maybe_unused]] float nw[VEC];
-              if constexpr (kNorm) {
-#pragma unroll
-                for (int j = 0; j < VEC; j += 4) {
-                  const float4 v = *reinterpret_cast<const float4*>(a.norm_w + c * VEC + j);
-                  nw[j] = v.x, nw[j + 1] = v.y, nw[j + 2] = v.z, nw[j + 3] = v.w;
-                }
-              }
 #pragma unroll
               for (int b = 0; b < kMaxB; ++b) {
                 if (b >= B)
                   break;
                 float xf[VEC];
-                if constexpr (kNorm) {
+                const uint4 xr = *reinterpret_cast<const uint4*>(x + (b0 + b) * ldx + c * VEC);
+                const T* xv = reinterpret_cast<const T*>(&xr);
 #pragma unroll
-                  for (int j = 0; j < VEC; j += 4) {
-                    const float4 v = *reinterpret_cast<const float4*>(a.resid + b * a.I + c * VEC + j);
-                    xf[j] = round_to<T>(v.x * rstd[b] * nw[j]), xf[j + 1] = round_to<T>(v.y * rstd[b] * nw[j + 1]);
-                    xf[j + 2] = round_to<T>(v.z * rstd[b] * nw[j + 2]), xf[j + 3] = round_to<T>(v.w * rstd[b] * nw[j + 3]);
-                  }
-                } else {
-                  const uint4 xr = *reinterpret_cast<const uint4*>(x + (b0 + b) * a.ldx + c * VEC);
-                  const T* xv = reinterpret_cast<const T*>(&xr);
-#pragma unroll
-                  for (int j = 0; j < VEC; ++j) xf[j] = ld(xv[j]);
-                }
+                for (int j = 0; j < VEC; ++j) xf[j] = ld(xv[j]);
 #pragma unroll
                 for (int j = 0; j < VEC; ++j) acc[b] += ld(wv[j]) * xf[j];
               }
@@ -153,8 +145,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a, int split, b
           for (int64_t i = kw * 32 + lane; i < a.I; i += stride) {
             const float wv = ld(wr[i]);
             for (int b = 0; b < B; ++b)
-              acc[b] += wv * (kNorm ? round_to<T>(a.resid[b * a.I + i] * rstd[b] * a.norm_w[i])
-                                    : ld(x[(b0 + b) * a.ldx + i]));
+              acc[b] += wv * ld(x[(b0 + b) * ldx + i]);
           }
         }
       }
@@ -203,17 +194,24 @@ void gemv(const GemvArgs& a, void* stream) {
   int split = 1;
   while (split < kWarps && a.O * split < 4096) split *= 2;
   const int64_t rows_per_block = kWarps / split;
-  const int64_t cap = int64_t(sm_count()) * (norm && a.B > 2 ? 4 : 8);  // kNorm blocks each reduce the input first
+  const int64_t cap = int64_t(sm_count()) * (norm ? 2 : 8);  // kNorm blocks each norm the input first
   int64_t blocks = (a.O + rows_per_block - 1) / rows_per_block;
   blocks = blocks < cap ? blocks : cap;
   dispatch_act("step", a.act, [&](auto t) {
     using T = decltype(t);
     constexpr int VEC = 16 / int(sizeof(T));
     auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-    const bool vec = a.I % VEC == 0 && aligned(a.w) &&
-                     (norm ? aligned(a.resid) && aligned(a.norm_w) : a.ldx % VEC == 0 && aligned(a.x));
-    if (norm)
-      launch(gemv_kernel<T, true>, dim3(unsigned(blocks)), dim3(kThreads), 0, stream, a, split, vec);
+    const bool vec = a.I % VEC == 0 && aligned(a.w) && (norm || (a.ldx % VEC == 0 && aligned(a.x)));
+    if (norm) {
+      const size_t smem = size_t(a.B * a.I) * sizeof(T);
+      SSM_CHECK(smem <= kMaxSmem, "step",
+                "d_model " + std::to_string(a.I) + " is too wide for the GEMV decode step at batch " +
+                    std::to_string(a.B));
+      static const cudaError_t opt_in =
+          cudaFuncSetAttribute(gemv_kernel<T, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxSmem));
+      SSM_CHECK(opt_in == cudaSuccess, "step", std::string("cudaFuncSetAttribute: ") + cudaGetErrorString(opt_in));
+      launch(gemv_kernel<T, true>, dim3(unsigned(blocks)), dim3(kThreads), smem, stream, a, split, vec);
+    }
     else
       launch(gemv_kernel<T, false>, dim3(unsigned(blocks)), dim3(kThreads), 0, stream, a, split, vec);
   });

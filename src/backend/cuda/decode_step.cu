@@ -38,9 +38,22 @@ __global__ void __launch_bounds__(kThreads) scan_step_kernel(ScanStepArgs a) {
 #pragma unroll
   for (int k = 0; k < kPre; ++k) wdt[k] = valid && g + k * G < a.R ? a.dt_proj[d * a.R + g + k * G] : 0.f;
   const float A0 = valid && g < a.N ? -__expf(a.A_log[d * a.N + g]) : 0.f;
-  pdl_wait();
   const int64_t E = a.R + 2 * a.N, b0 = int64_t(blockIdx.y) * kRowsPerBlock;
   const int rows = int(a.B - b0 < kRowsPerBlock ? a.B - b0 : kRowsPerBlock);
+  // With N <= G each lane owns one state per sequence: the state (written only by this kernel, on
+  // the previous step) is fetched before waiting too.
+  const bool one = a.N <= G, mine = valid && g < a.N;
+  float hv[kRowsPerBlock], uv[kRowsPerBlock], zv[kRowsPerBlock];
+  if (one)
+#pragma unroll
+    for (int k = 0; k < kRowsPerBlock; ++k) hv[k] = mine && k < rows ? a.h[((b0 + k) * a.Di + d) * a.N + g] : 0.f;
+  pdl_wait();
+  if (one)
+#pragma unroll
+    for (int k = 0; k < kRowsPerBlock; ++k) {
+      uv[k] = valid && k < rows ? ld(static_cast<const T*>(a.xs)[(b0 + k) * a.Di + d]) : 0.f;
+      zv[k] = valid && k < rows ? ld(static_cast<const T*>(a.z)[(b0 + k) * a.ldz + d]) : 0.f;
+    }
   for (int64_t i = threadIdx.x; i < rows * E; i += kThreads) dbl[i] = a.xdbl[b0 * E + i];
   __syncthreads();
   if (a.falcon) {  // weightless RMS norms of dt, B and C: one warp per (row, segment)
@@ -61,7 +74,33 @@ __global__ void __launch_bounds__(kThreads) scan_step_kernel(ScanStepArgs a) {
     }
     __syncthreads();
   }
-  for (int k = 0; k < rows; ++k) {
+  if (one) {
+#pragma unroll
+    for (int k = 0; k < kRowsPerBlock; ++k) {
+      if (k >= rows)
+        break;
+      const float* row = dbl + k * E;
+      float dt = 0.f;
+#pragma unroll
+      for (int q = 0; q < kPre; ++q)
+        if (g + q * G < a.R)
+          dt += wdt[q] * row[g + q * G];
+      if (valid)
+        for (int64_t j = g + kPre * G; j < a.R; j += G) dt += a.dt_proj[d * a.R + j] * row[j];
+      dt = softplus(group_sum<G>(dt) + (valid ? a.dt_bias[d] : 0.f));
+      float acc = 0.f;
+      if (mine) {
+        hv[k] = __expf(dt * A0) * hv[k] + dt * row[a.R + g] * uv[k];
+        a.h[((b0 + k) * a.Di + d) * a.N + g] = hv[k];
+        acc = row[a.R + a.N + g] * hv[k];
+      }
+      acc = group_sum<G>(acc);
+      if (valid && g == 0)
+        static_cast<T*>(a.y)[(b0 + k) * a.Di + d] = st<T>((acc + (a.D ? a.D[d] * uv[k] : 0.f)) * silu(zv[k]));
+    }
+    return;
+  }
+  for (int k = 0; k < rows; ++k) {  // N > G: lanes loop over their states
     const int64_t b = b0 + k;
     const float* row = dbl + k * E;
     float dt = 0.f;

@@ -99,10 +99,14 @@ void record(const ModelConfig& c, const Mamba1StepWeights& w, GpuStep& g, cudaSt
       conv_step(act, xz, 2 * Di, g.conv[size_t(i)].raw_data(), fp(l.conv_w), fp(l.conv_b), g.xs.raw_data(), B, Di,
                 c.d_conv, s);
     }
-    GemvArgs x;  // x_proj (short: a GEMV at every batch size)
-    x.act = act, x.w = l.x_proj.raw_data(), x.O = E, x.I = Di, x.B = B, x.x = g.xs.raw_data(), x.ldx = Di;
-    x.epi = Epilogue::store, x.y = g.xdbl.raw_data(), x.ldy = E, x.y_f32 = true;
-    gemv(x, s);
+    if (small) {  // x_proj
+      GemvArgs x;
+      x.act = act, x.w = l.x_proj.raw_data(), x.O = E, x.I = Di, x.B = B, x.x = g.xs.raw_data(), x.ldx = Di;
+      x.epi = Epilogue::store, x.y = g.xdbl.raw_data(), x.ldy = E, x.y_f32 = true;
+      gemv(x, s);
+    } else {
+      gemm(act, DType::f32, g.xs.raw_data(), l.x_proj.raw_data(), g.xdbl.raw_data(), B, Di, E, tf32, s);
+    }
     ScanStepArgs sc;
     sc.act = act, sc.B = B, sc.Di = Di, sc.N = N, sc.R = R;
     sc.xs = g.xs.raw_data(), sc.z = xz + Di * int64_t(dtype_size(act)), sc.ldz = 2 * Di, sc.xdbl = g.xdbl.data<float>();
