@@ -21,9 +21,7 @@ enum class Epilogue {
 };
 
 // v[b, r] = x[b, :] · w[r, :] + bias[r] for b < B, r < O; w [O, I] of act (read once per kGemvMaxBatch
-// sequences).
-// The input is x [B, I] (act, row stride ldx), or with norm_w the RMS-normed residual stream:
-// round_act(resid[b, i] / rms(resid[b, :]) * norm_w[i]) (resid f32 [B, I], B <= kGemvMaxBatch).
+// sequences), x [B, I] of act (row stride ldx).
 struct GemvArgs {
   DType act = DType::f32;
   const void* w = nullptr;
@@ -31,9 +29,6 @@ struct GemvArgs {
   const float* bias = nullptr;
   const void* x = nullptr;
   int64_t ldx = 0;
-  const float* resid = nullptr;
-  const float* norm_w = nullptr;
-  float eps = 0;
   Epilogue epi = Epilogue::store;
   void* y = nullptr;
   int64_t ldy = 0;

@@ -2,8 +2,8 @@
 // loads (four in flight per lane) and applied to every sequence of the batch (B <= kGemvMaxBatch),
 // fp32 accumulation, with the step's epilogues (conv update, residual add) fused. `split` warps share
 // a row (short matrices get more warps per row so that enough loads are in flight); blocks loop over
-// the rows. With a norm, each block first writes the RMS-normed input rows to shared memory (few, fat
-// blocks). Launched as programmatic dependents: the first weights load before waiting.
+// the rows. Launched as programmatic dependents: the first weights load before waiting on the kernel
+// that makes the input.
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/decode.h"
 #include "backend/cuda/decode_launch.cuh"
@@ -12,7 +12,6 @@ namespace ssm::cuda::decode {
 namespace {
 
 constexpr int kThreads = 256, kWarps = kThreads / 32, kMaxB = int(kGemvMaxBatch);
-constexpr size_t kMaxSmem = 200 * 1024;  // the normed input rows of the kNorm kernels (Hopper: up to 227 KiB)
 
 template <typename T>
 __device__ inline float round_to(float v) {
@@ -47,12 +46,10 @@ __device__ void epilogue(const GemvArgs& a, int64_t r, int b, float v) {
 }
 
 // One warp group (`split` warps) per row r, lanes over 16-byte chunks; sequences in chunks of kMaxB
-// (the weight row is re-read, from L2, for each further chunk). kNorm: B <= kMaxB.
-template <typename T, bool kNorm>
+// (the weight row is re-read, from L2, for each further chunk).
+template <typename T>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a, int split, bool vec) {
-  constexpr int VEC = 16 / int(sizeof(T)), kDepth = 8;  // 16-byte weight loads in flight per lane
-  extern __shared__ __align__(16) unsigned char smem[];  // kNorm: the normed input rows [B, I] of T
-  __shared__ float rstd[kMaxB];
+  constexpr int VEC = 16 / int(sizeof(T)), kDepth = 4;  // 16-byte weight loads in flight per lane
   __shared__ float red[kWarps][kMaxB];
   pdl_trigger();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -74,38 +71,8 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a, int split, b
   }
   pdl_wait();
   const T* x = static_cast<const T*>(a.x);
-  int64_t ldx = a.ldx;
   for (int b0 = 0; b0 < int(a.B); b0 += kMaxB) {
     const int B = int(a.B) - b0 < kMaxB ? int(a.B) - b0 : kMaxB;
-    if constexpr (kNorm) {  // 1 / rms of each sequence's residual row, by the whole block
-      float ss[kMaxB] = {};
-      for (int64_t i = threadIdx.x; i < a.I; i += kThreads)
-#pragma unroll
-        for (int b = 0; b < kMaxB; ++b)
-          if (b < B) {
-            const float v = a.resid[b * a.I + i];
-            ss[b] += v * v;
-          }
-#pragma unroll
-      for (int b = 0; b < kMaxB; ++b) {
-        for (int o = 16; o > 0; o /= 2) ss[b] += __shfl_xor_sync(0xffffffffu, ss[b], o);
-        if (lane == 0)
-          red[warp][b] = ss[b];
-      }
-      __syncthreads();
-      if (threadIdx.x < B) {
-        float t = 0.f;
-        for (int k = 0; k < kWarps; ++k) t += red[k][threadIdx.x];
-        rstd[threadIdx.x] = rsqrtf(t / float(a.I) + a.eps);
-      }
-      __syncthreads();
-      T* xn = reinterpret_cast<T*>(smem);
-      for (int64_t k = threadIdx.x; k < B * a.I; k += kThreads)
-        xn[k] = st<T>(a.resid[k] * rstd[k / a.I] * a.norm_w[k % a.I]);
-      __syncthreads();
-      x = xn;
-      ldx = a.I;
-    }
     for (int64_t row0 = int64_t(blockIdx.x) * rows_per_block; row0 < a.O;
          row0 += int64_t(gridDim.x) * rows_per_block) {
       const int64_t r = row0 + warp / split;
@@ -132,7 +99,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a, int split, b
                 if (b >= B)
                   break;
                 float xf[VEC];
-                const uint4 xr = *reinterpret_cast<const uint4*>(x + (b0 + b) * ldx + c * VEC);
+                const uint4 xr = *reinterpret_cast<const uint4*>(x + (b0 + b) * a.ldx + c * VEC);
                 const T* xv = reinterpret_cast<const T*>(&xr);
 #pragma unroll
                 for (int j = 0; j < VEC; ++j) xf[j] = ld(xv[j]);
@@ -145,7 +112,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a, int split, b
           for (int64_t i = kw * 32 + lane; i < a.I; i += stride) {
             const float wv = ld(wr[i]);
             for (int b = 0; b < B; ++b)
-              acc[b] += wv * ld(x[(b0 + b) * ldx + i]);
+              acc[b] += wv * ld(x[(b0 + b) * a.ldx + i]);
           }
         }
       }
@@ -189,31 +156,18 @@ int sm_count() {
 }  // namespace
 
 void gemv(const GemvArgs& a, void* stream) {
-  const bool norm = a.norm_w != nullptr;
-  SSM_CHECK(a.B >= 1 && (!norm || a.B <= kGemvMaxBatch), "step", "GEMV batch out of range");
+  SSM_CHECK(a.B >= 1, "step", "GEMV batch out of range");
   int split = 1;
   while (split < kWarps && a.O * split < 4096) split *= 2;
-  const int64_t rows_per_block = kWarps / split;
-  const int64_t cap = int64_t(sm_count()) * (norm ? 2 : 8);  // kNorm blocks each norm the input first
+  const int64_t rows_per_block = kWarps / split, cap = int64_t(sm_count()) * 8;
   int64_t blocks = (a.O + rows_per_block - 1) / rows_per_block;
   blocks = blocks < cap ? blocks : cap;
   dispatch_act("step", a.act, [&](auto t) {
     using T = decltype(t);
     constexpr int VEC = 16 / int(sizeof(T));
     auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-    const bool vec = a.I % VEC == 0 && aligned(a.w) && (norm || (a.ldx % VEC == 0 && aligned(a.x)));
-    if (norm) {
-      const size_t smem = size_t(a.B * a.I) * sizeof(T);
-      SSM_CHECK(smem <= kMaxSmem, "step",
-                "d_model " + std::to_string(a.I) + " is too wide for the GEMV decode step at batch " +
-                    std::to_string(a.B));
-      static const cudaError_t opt_in =
-          cudaFuncSetAttribute(gemv_kernel<T, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxSmem));
-      SSM_CHECK(opt_in == cudaSuccess, "step", std::string("cudaFuncSetAttribute: ") + cudaGetErrorString(opt_in));
-      launch(gemv_kernel<T, true>, dim3(unsigned(blocks)), dim3(kThreads), smem, stream, a, split, vec);
-    }
-    else
-      launch(gemv_kernel<T, false>, dim3(unsigned(blocks)), dim3(kThreads), 0, stream, a, split, vec);
+    const bool vec = a.I % VEC == 0 && a.ldx % VEC == 0 && aligned(a.w) && aligned(a.x);
+    launch(gemv_kernel<T>, dim3(unsigned(blocks)), dim3(kThreads), 0, stream, a, split, vec);
   });
 }
 

@@ -21,10 +21,11 @@ __device__ inline float group_sum(float v) {
   return v;
 }
 
-// grid (channel blocks, batch chunks of kRowsPerBlock); G lanes per channel, each lane owns states
-// n = g, g + G, ...; a block walks its sequences so that dt_proj's rows are read from L2 once.
-constexpr int kRowsPerBlock = 8;
-template <typename T, int G>
+// grid (channel blocks, batch chunks of kRowsPerBlock: 1 at batch 1, else kMaxRows); G lanes per
+// channel, each lane owns states n = g, g + G, ...; a block walks its sequences so that dt_proj's rows
+// are read from L2 once.
+constexpr int kMaxRows = 8;
+template <typename T, int G, int kRowsPerBlock>
 __global__ void __launch_bounds__(kThreads) scan_step_kernel(ScanStepArgs a) {
   extern __shared__ float dbl[];  // [rows, R + 2N]: dt (low rank), B, C of this block's sequences
   __shared__ float scale[3 * kRowsPerBlock];
@@ -74,29 +75,46 @@ __global__ void __launch_bounds__(kThreads) scan_step_kernel(ScanStepArgs a) {
     }
     __syncthreads();
   }
-  if (one) {
+  if (one) {  // the sequences as independent chains, step by step (instruction-level parallelism)
+    constexpr int K = kRowsPerBlock;
+    float dt[K], acc[K];
 #pragma unroll
-    for (int k = 0; k < kRowsPerBlock; ++k) {
-      if (k >= rows)
-        break;
-      const float* row = dbl + k * E;
-      float dt = 0.f;
+    for (int k = 0; k < K; ++k) {
+      const float* row = dbl + (k < rows ? k : 0) * E;
+      dt[k] = 0.f;
 #pragma unroll
       for (int q = 0; q < kPre; ++q)
         if (g + q * G < a.R)
-          dt += wdt[q] * row[g + q * G];
+          dt[k] += wdt[q] * row[g + q * G];
       if (valid)
-        for (int64_t j = g + kPre * G; j < a.R; j += G) dt += a.dt_proj[d * a.R + j] * row[j];
-      dt = softplus(group_sum<G>(dt) + (valid ? a.dt_bias[d] : 0.f));
-      float acc = 0.f;
-      if (mine) {
-        hv[k] = __expf(dt * A0) * hv[k] + dt * row[a.R + g] * uv[k];
+        for (int64_t j = g + kPre * G; j < a.R; j += G) dt[k] += a.dt_proj[d * a.R + j] * row[j];
+    }
+#pragma unroll
+    for (int o = G / 2; o > 0; o /= 2)
+#pragma unroll
+      for (int k = 0; k < K; ++k) dt[k] += __shfl_xor_sync(0xffffffffu, dt[k], o);
+    const float bias = valid ? a.dt_bias[d] : 0.f;
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const float* row = dbl + (k < rows ? k : 0) * E;
+      const float delta = softplus(dt[k] + bias);
+      hv[k] = __expf(delta * A0) * hv[k] + delta * (mine ? row[a.R + g] : 0.f) * uv[k];
+      acc[k] = mine ? row[a.R + a.N + g] * hv[k] : 0.f;
+    }
+#pragma unroll
+    for (int k = 0; k < K; ++k)
+      if (mine && k < rows)
         a.h[((b0 + k) * a.Di + d) * a.N + g] = hv[k];
-        acc = row[a.R + a.N + g] * hv[k];
-      }
-      acc = group_sum<G>(acc);
-      if (valid && g == 0)
-        static_cast<T*>(a.y)[(b0 + k) * a.Di + d] = st<T>((acc + (a.D ? a.D[d] * uv[k] : 0.f)) * silu(zv[k]));
+#pragma unroll
+    for (int o = G / 2; o > 0; o /= 2)
+#pragma unroll
+      for (int k = 0; k < K; ++k) acc[k] += __shfl_xor_sync(0xffffffffu, acc[k], o);
+    if (valid && g == 0) {
+      const float Dd = a.D ? a.D[d] : 0.f;
+#pragma unroll
+      for (int k = 0; k < K; ++k)
+        if (k < rows)
+          static_cast<T*>(a.y)[(b0 + k) * a.Di + d] = st<T>((acc[k] + Dd * uv[k]) * silu(zv[k]));
     }
     return;
   }
@@ -144,6 +162,8 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
     add_norm_kernel(float* resid, const T* add, const float* w, T* out, int64_t C, float eps) {
   __shared__ float partial[kThreads / 32];
+  pdl_trigger();
+  pdl_wait();
   float* r = resid + blockIdx.x * C;
   float ss = 0.f;
   for (int64_t c = threadIdx.x; c < C; c += kThreads) {
@@ -189,17 +209,21 @@ __global__ void bias_kernel(T* y, int64_t ldy, const float* bias, int64_t B, int
 }  // namespace
 
 void scan_step(const ScanStepArgs& a, void* stream) {
-  const size_t smem = size_t(kRowsPerBlock * (a.R + 2 * a.N)) * sizeof(float);
+  const size_t smem = size_t(kMaxRows * (a.R + 2 * a.N)) * sizeof(float);
   SSM_CHECK(smem <= 48 * 1024, "step", "x_proj output too wide for the step kernel");
   dispatch_act("step", a.act, [&](auto t) {
     using T = decltype(t);
-    if (a.N <= 16) {
-      dim3 grid(unsigned((a.Di + kThreads / 16 - 1) / (kThreads / 16)), unsigned((a.B + kRowsPerBlock - 1) / kRowsPerBlock));
-      launch(scan_step_kernel<T, 16>, grid, dim3(kThreads), smem, stream, a);
-    } else {
-      dim3 grid(unsigned((a.Di + kThreads / 32 - 1) / (kThreads / 32)), unsigned((a.B + kRowsPerBlock - 1) / kRowsPerBlock));
-      launch(scan_step_kernel<T, 32>, grid, dim3(kThreads), smem, stream, a);
-    }
+    const unsigned rows = a.B == 1 ? 1 : kMaxRows, y = unsigned((a.B + rows - 1) / rows);
+    const dim3 grid16(unsigned((a.Di + kThreads / 16 - 1) / (kThreads / 16)), y);
+    const dim3 grid32(unsigned((a.Di + kThreads / 32 - 1) / (kThreads / 32)), y);
+    if (a.N <= 16 && rows == 1)
+      launch(scan_step_kernel<T, 16, 1>, grid16, dim3(kThreads), smem, stream, a);
+    else if (a.N <= 16)
+      launch(scan_step_kernel<T, 16, kMaxRows>, grid16, dim3(kThreads), smem, stream, a);
+    else if (rows == 1)
+      launch(scan_step_kernel<T, 32, 1>, grid32, dim3(kThreads), smem, stream, a);
+    else
+      launch(scan_step_kernel<T, 32, kMaxRows>, grid32, dim3(kThreads), smem, stream, a);
   });
 }
 
@@ -215,10 +239,9 @@ void add_rms_norm(DType act, float* resid, const void* add, const float* w, void
                   void* stream) {
   dispatch_act("step", act, [&](auto t) {
     using T = decltype(t);
-    add_norm_kernel<T><<<unsigned(B), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-        resid, static_cast<const T*>(add), w, static_cast<T*>(out), C, eps);
+    launch(add_norm_kernel<T>, dim3(unsigned(B)), dim3(kThreads), 0, stream, resid, static_cast<const T*>(add), w,
+           static_cast<T*>(out), C, eps);
   });
-  check_launch("step");
 }
 
 void conv_step(DType act, const void* xz, int64_t ldx, void* state, const float* w, const float* bias, void* xs,

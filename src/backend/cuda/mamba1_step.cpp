@@ -82,11 +82,11 @@ void record(const ModelConfig& c, const Mamba1StepWeights& w, GpuStep& g, cudaSt
   embed(act, w.embedding.raw_data(), g.ids.data<int64_t>(), g.resid.data<float>(), B, dm, s);
   for (int64_t i = 0; i < c.n_layer; ++i) {
     const Mamba1StepLayer& l = w.layers[size_t(i)];
-    if (small) {  // norm + in_proj + conv window + SiLU in one kernel
+    if (small) {  // norm, then in_proj + conv window + SiLU in one kernel
+      add_rms_norm(act, g.resid.data<float>(), nullptr, fp(l.norm_w), g.normed.raw_data(), B, dm, eps, s);
       GemvArgs a;
       a.act = act, a.w = l.in_proj.raw_data(), a.O = 2 * Di, a.I = dm, a.B = B, a.bias = fp(l.in_proj_b);
-      a.resid = g.resid.data<float>(), a.norm_w = fp(l.norm_w), a.eps = eps;
-      a.epi = Epilogue::conv, a.y = xz, a.ldy = 2 * Di;
+      a.x = g.normed.raw_data(), a.ldx = dm, a.epi = Epilogue::conv, a.y = xz, a.ldy = 2 * Di;
       a.conv_state = g.conv[size_t(i)].raw_data(), a.conv_w = fp(l.conv_w), a.conv_b = fp(l.conv_b);
       a.conv_C = Di, a.W = c.d_conv, a.xs = g.xs.raw_data();
       gemv(a, s);
@@ -126,9 +126,9 @@ void record(const ModelConfig& c, const Mamba1StepWeights& w, GpuStep& g, cudaSt
     }
   }
   if (small) {  // final norm + head
+    add_rms_norm(act, g.resid.data<float>(), nullptr, fp(w.norm_f), g.normed.raw_data(), B, dm, eps, s);
     GemvArgs h;
-    h.act = act, h.w = w.lm_head.raw_data(), h.O = V, h.I = dm, h.B = B;
-    h.resid = g.resid.data<float>(), h.norm_w = fp(w.norm_f), h.eps = eps;
+    h.act = act, h.w = w.lm_head.raw_data(), h.O = V, h.I = dm, h.B = B, h.x = g.normed.raw_data(), h.ldx = dm;
     h.epi = Epilogue::store, h.y = g.logits.raw_data(), h.ldy = V, h.y_f32 = true;
     gemv(h, s);
   } else {
