@@ -10,7 +10,8 @@
 namespace ssm::cuda::decode {
 
 // Batches up to this size run the matrix products as GEMV kernels (each weight row read once for every
-// sequence); larger batches use cuBLASLt (cuda::gemm) and the separate norm and conv kernels below.
+// sequence, the conv update and residual add fused); larger batches use cuBLASLt (cuda::gemm) with the
+// conv and bias kernels below.
 constexpr int64_t kGemvMaxBatch = 8;
 
 enum class Epilogue {
@@ -64,6 +65,7 @@ void scan_step(const ScanStepArgs& a, void* stream);
 // resid[b, :] = weight[ids[b], :] as f32 (weight [V, C] of wdt; ids i64 on the device, in range).
 void embed(DType wdt, const void* weight, const int64_t* ids, float* resid, int64_t B, int64_t C, void* stream);
 // Per row: resid (f32) += add (act, may be null); out = round_act(resid / rms(resid) * w).
+// Both paths norm with it (the GEMV path with add null: out_proj already added into resid).
 void add_rms_norm(DType act, float* resid, const void* add, const float* w, void* out, int64_t B, int64_t C, float eps,
                   void* stream);
 // The conv update of the batched path: x = xz[b, :C] (row stride ldx) joins the window state

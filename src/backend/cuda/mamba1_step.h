@@ -15,9 +15,11 @@ struct Mamba1StepWeights {
   std::vector<Mamba1StepLayer> layers;
 };
 
-// One token per sequence through the whole model on the GPU: embedding, per layer the fused
-// norm + in_proj + conv (GEMV path, B <= kGemvMaxBatch; else RMSNorm, cuBLASLt GEMMs and the conv
-// kernel), x_proj, the SSM update, out_proj + residual; final norm and head. Buffers, the state
+// One token per sequence through the whole model on the GPU: embedding; per layer RMSNorm, in_proj
+// with the conv update + SiLU fused, x_proj, the SSM update (dt_proj, softplus, D, z gate), out_proj
+// with the residual add fused (GEMV kernels for B <= kGemvMaxBatch; above, cuBLASLt GEMMs and separate
+// add + norm and conv kernels); final norm and head. Kernels are launched as programmatic dependents
+// (decode_launch.cuh) so each prefetches its weights while the previous one finishes. Buffers, the state
 // (adopted into buffers of fixed address: a state that forward() replaced is copied in) and a CUDA
 // graph of the whole step live in the state's scratch: the first call on a state (or batch size)
 // allocates, runs the step and captures it; later calls copy the ids in and replay the graph.
