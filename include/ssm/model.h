@@ -105,8 +105,9 @@ class Model {
   // Decodes one token per sequence of `state` (ids[b] for b < state.batch) and returns its logits,
   // f32 [B, V], held by the state until its next step. The same as forward() of the token with the
   // state, fused: after the first call on a state it allocates nothing (Mamba-1/2; Mamba-3 runs
-  // its parallel mixer). The state tensors are updated in place. CPU models only (on the GPU, decode
-  // by calling forward() with the state).
+  // its parallel mixer). The state tensors are updated in place. On the GPU (Mamba-1, Falcon-Mamba)
+  // the logits stay on the GPU, and the first call on a state (or batch size) captures the step as a
+  // CUDA graph that later calls replay (SSM_CUDA_GRAPHS=0: plain kernel launches).
   const Tensor& step(std::span<const int64_t> ids, InferenceState& state) const;
 
   // Parameters with their checkpoint names, in a stable order.
@@ -123,6 +124,8 @@ class Model {
   // state updated in place. The default runs mixer() on a one-token sequence.
   virtual void mixer_step(int64_t layer, const float* h, float* out, int64_t B, std::vector<Tensor>& layer_state,
                           DecodeScratch& scratch) const;
+  // step() of a model on the GPU; the default fails (architectures without a GPU step).
+  virtual const Tensor& step_cuda(std::span<const int64_t> ids, InferenceState& state) const;
   virtual size_t mixer_state_bytes() const = 0;
   virtual size_t mixer_state_count() const = 0;
 

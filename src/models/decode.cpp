@@ -111,11 +111,13 @@ void Model::mixer_step(int64_t li, const float* h, float* out, int64_t B, std::v
   std::copy_n(y.data<float>(), B * dm, out);
 }
 
+const Tensor& Model::step_cuda(std::span<const int64_t>, InferenceState&) const {
+  fail("model", std::string("no GPU decode step for ") + arch_name(cfg_.arch) + "; use forward() with the state");
+}
+
 const Tensor& Model::step(std::span<const int64_t> ids, InferenceState& state) const {
   const ModelConfig& c = cfg_;
   const int64_t B = state.batch, dm = c.d_model, V = c.vocab_size;
-  SSM_CHECK(device() == Device::cpu, "model",
-            "step (the fused decode) runs on the CPU only; for a model on the GPU call forward() with the state");
   SSM_CHECK(B >= 1 && int64_t(state.layers.size()) == c.n_layer, "model", "step: the state was not made by new_state()");
   SSM_CHECK(int64_t(ids.size()) == B, "model",
             "step: the state holds " + std::to_string(B) + " sequences but " + std::to_string(ids.size()) +
@@ -125,6 +127,7 @@ const Tensor& Model::step(std::span<const int64_t> ids, InferenceState& state) c
               "token id " + std::to_string(ids[size_t(b)]) + " is out of range for a vocabulary of " +
                   std::to_string(V));
   autograd::NoGradGuard no_grad;
+  if (device() == Device::cuda) return step_cuda(ids, state);
   if (!state.scratch || state.scratch->batch != B) {  // the first step (or the batch shrank)
     auto ws = std::make_shared<DecodeScratch>();
     ws->batch = B;

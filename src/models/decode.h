@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
+#include <memory>
 #include <vector>
 
 #include "ops/matvec.h"
@@ -19,6 +20,7 @@ struct DecodeScratch {
   std::vector<std::vector<float>> bufs;      // per-architecture intermediates, by index
   std::vector<std::vector<float>> cached;    // per layer: A = -exp(A_log), made on the layer's first step
   Tensor logits;                             // [B, V]
+  std::shared_ptr<void> cuda;                // a GPU model's step: buffers and graph (backend/cuda/mamba1_step.cpp)
   const float* neg_exp(int64_t layer, const Tensor& A_log) {  // A of `layer` (A_log f32, any shape)
     if (cached.size() <= size_t(layer)) cached.resize(size_t(layer) + 1);
     std::vector<float>& a = cached[size_t(layer)];

@@ -7,6 +7,9 @@
 #include "models/model_impl.h"
 #include "ops/rows.h"
 #include "ssm/ops.h"
+#ifdef SSM_HAVE_CUDA
+#include "backend/cuda/mamba1_step.h"
+#endif
 
 namespace ssm {
 namespace {
@@ -60,6 +63,16 @@ class Mamba1Model : public Model {
       ones_r_ = Tensor::full({R}, 1.0).to(opts.device);
       ones_n_ = Tensor::full({N}, 1.0).to(opts.device);
     }
+#ifdef SSM_HAVE_CUDA
+    if (opts.device == Device::cuda) {
+      gpu_.embedding = embedding_, gpu_.lm_head = lm_head_, gpu_.norm_f = norm_f_;
+      for (int64_t i = 0; i < c.n_layer; ++i) {
+        const Mamba1Layer& l = layers_[size_t(i)];
+        gpu_.layers.push_back({norm_[size_t(i)], l.in_proj, l.in_proj_b, l.conv_w, l.conv_b, l.x_proj, l.dt_proj,
+                               l.dt_proj_b, l.A_log, l.D, l.out_proj, l.out_proj_b});
+      }
+    }
+#endif
   }
 
  protected:
@@ -154,6 +167,11 @@ class Mamba1Model : public Model {
     });
     decode::linear(y, B, l.out_proj, l.out_proj_b, out);
   }
+#ifdef SSM_HAVE_CUDA
+  const Tensor& step_cuda(std::span<const int64_t> ids, InferenceState& state) const override {
+    return cuda::mamba1_step(cfg_, gpu_, ids, state);
+  }
+#endif
   size_t mixer_state_count() const override { return 2; }
   size_t mixer_state_bytes() const override {
     const auto& c = cfg_;
@@ -179,6 +197,9 @@ class Mamba1Model : public Model {
   }
   std::vector<Mamba1Layer> layers_;
   Tensor ones_r_, ones_n_;
+#ifdef SSM_HAVE_CUDA
+  cuda::Mamba1StepWeights gpu_;  // the GPU step's view of the weights (device cuda only)
+#endif
 };
 
 }  // namespace

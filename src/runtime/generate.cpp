@@ -236,12 +236,12 @@ GenerateResult Generator::generate(const std::vector<std::vector<int32_t>>& prom
     }
     live.swap(next_live);
     const int64_t B = int64_t(live.size());
-    if (model_.device() == Device::cpu) {
-      const Tensor& lg = model_.step(next_ids, state);  // [B, V], allocation-free after the first step
+    const Tensor& lg = model_.step(next_ids, state);  // [B, V], allocation-free after the first step
+    if (lg.device() == Device::cpu) {
       std::copy_n(lg.data<float>(), B * V, logits.begin());
-    } else {  // the GPU has no fused step yet: forward of one token per sequence with the state
-      Tensor lg = model_.forward(Tensor::from_vector(next_ids, {B, 1}), &state, 1).to(Device::cpu).contiguous();
-      std::copy_n(lg.data<float>(), B * V, logits.begin());
+    } else {  // GPU logits (a replayed CUDA graph) come back to sample here
+      Tensor host = lg.to(Device::cpu);
+      std::copy_n(host.data<float>(), B * V, logits.begin());
     }
     res.timings.eval_ms += ms_since(t0);
     ++res.timings.eval_runs;

@@ -1,5 +1,7 @@
 // Built only without CUDA: the device entry points say plainly that this build has no CUDA.
 #ifndef SSM_HAVE_CUDA
+#include <cstdint>
+
 #include "ssm/base.h"
 
 namespace ssm {
@@ -9,5 +11,7 @@ void cuda_memcpy(void*, const void*, size_t, bool, bool) {
   fail("cuda", "this build of ssm has no CUDA backend (rebuild with nvcc installed)");
 }
 int cuda_device_count() { return 0; }
+uint64_t cuda_alloc_calls() { return 0; }
+void cuda_synchronize() {}
 }  // namespace ssm
 #endif

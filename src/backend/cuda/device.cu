@@ -1,9 +1,12 @@
 // CUDA device memory for Storage: allocation, copies, device queries. Errors name the CUDA call.
 // Freed blocks are cached by size and handed out again (cudaMalloc / cudaFree cost tens of
-// microseconds and cudaFree synchronises the device); all work runs on the default stream, so a
+// microseconds and cudaFree synchronises the device); cuda_alloc_calls counts the requests. Work runs
+// on the default stream (the decode step's own stream is ordered with it by events both ways), so a
 // reused block is never touched by work still in flight from its previous owner.
 #include <cuda_runtime.h>
 
+#include <atomic>
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <string>
@@ -43,7 +46,16 @@ int cuda_device_count() {
   return n;
 }
 
+namespace {
+std::atomic<uint64_t> g_alloc_calls{0};
+}
+
+uint64_t cuda_alloc_calls() { return g_alloc_calls.load(); }
+
+void cuda_synchronize() { check(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }
+
 void* cuda_alloc(size_t bytes) {
+  g_alloc_calls.fetch_add(1);
   SSM_CHECK(cuda_device_count() > 0, "cuda", "no CUDA device is visible (run on a machine with an NVIDIA GPU)");
   bytes = (bytes + 511) / 512 * 512;  // 0 -> 0: a 512-byte block below
   if (bytes == 0) bytes = 512;

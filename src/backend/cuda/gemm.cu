@@ -100,7 +100,8 @@ Plan make_plan(Lt& l, DType in, DType out, int64_t R, int64_t I, int64_t O, bool
 
 }  // namespace
 
-void gemm(DType in, DType out, const void* x, const void* w, void* y, int64_t R, int64_t I, int64_t O, bool tf32) {
+void gemm(DType in, DType out, const void* x, const void* w, void* y, int64_t R, int64_t I, int64_t O, bool tf32,
+          void* stream) {
   if (R == 0 || O == 0)
     return;
   Lt& l = lt();
@@ -112,7 +113,7 @@ void gemm(DType in, DType out, const void* x, const void* w, void* y, int64_t R,
   const Plan& p = it->second;
   const float alpha = 1.f, beta = 0.f;
   check(cublasLtMatmul(l.handle, p.op, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c, &p.algo, l.workspace, kWorkspace,
-                       nullptr),
+                       static_cast<cudaStream_t>(stream)),
         "cublasLtMatmul");
 }
 

@@ -48,7 +48,8 @@ void conv1d(DType dt, const void* x, const float* w, const float* bias, const vo
             int64_t L, int64_t D, int64_t W, bool silu);
 
 // y [R, O] (out) = x [R, I] · w [O, I]ᵀ through cuBLASLt; x and w both of `in` (f32, bf16, f16),
-// fp32 accumulation. f32 inputs compute in exact fp32 unless tf32.
-void gemm(DType in, DType out, const void* x, const void* w, void* y, int64_t R, int64_t I, int64_t O, bool tf32);
+// fp32 accumulation. f32 inputs compute in exact fp32 unless tf32. `stream` (a cudaStream_t) null: the default.
+void gemm(DType in, DType out, const void* x, const void* w, void* y, int64_t R, int64_t I, int64_t O, bool tf32,
+          void* stream = nullptr);
 
 }  // namespace ssm::cuda
