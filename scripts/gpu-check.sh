@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The GPU half of the test suite, reproducible from one script: every `cuda_` test and the
+# whole-model GPU benchmark lines, on a machine with an NVIDIA GPU (Hopper: the kernels are sm_90a).
+#
+#   scripts/gpu-check.sh [BUILD_DIR]          run in place (default build/release; fixtures from
+#                                             ../shared or $SSM_SHARED); logs in $OUT (default gpu-check/)
+#   scripts/gpu-check.sh --stage DIR [BUILD]  copy what the run needs (stripped binaries, the CUDA
+#                                             runtime, the Mamba-1 fixtures, this script) into DIR,
+#                                             for a GPU machine with only the driver; then run
+#                                             `DIR/gpu-check.sh --staged` there
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+tests=(cuda_device cuda_ops_forward cuda_selective_scan cuda_models cuda_step)
+
+if [ "${1:-}" = --stage ]; then
+  dir=${2:?--stage needs a directory}
+  build=${3:-$root/build/release}
+  shared=${SSM_SHARED:-$root/../shared}
+  mkdir -p "$dir/shared/fixtures"
+  for b in "${tests[@]}" ssm; do strip -o "$dir/$b" "$build/$b"; done
+  # Shared libraries beyond glibc/libstdc++ and the machine's cuBLAS, xz-packed (OpenBLAS is large).
+  libs=$(mktemp -d)
+  mkdir "$libs/lib"
+  ldd "$build/ssm" | awk '$3 ~ /^\// {print $3}' | grep -Ev '/(libc|libm|libdl|librt|libpthread|libstdc\+\+|libgcc_s|ld-linux[^/]*|libcublas[^/]*)\.so' |
+    while read -r l; do cp -L "$l" "$libs/lib/"; done
+  tar cJf "$dir/lib.tar.xz" -C "$libs" lib
+  rm -rf "$libs"
+  for f in hf-mamba1-tiny ssm-mamba1-tiny hf-falcon-mamba-tiny; do cp -r "$shared/fixtures/$f" "$dir/shared/fixtures/"; done
+  cp "$0" "$dir/gpu-check.sh"
+  echo "staged into $dir ($(du -sh "$dir" | cut -f1)); on the GPU machine: $dir/gpu-check.sh --staged"
+  exit 0
+fi
+
+if [ "${1:-}" = --staged ]; then
+  here=$(cd "$(dirname "$0")" && pwd)
+  bin=$here
+  export SSM_SHARED=$here/shared
+  libs=$(mktemp -d)
+  tar xJf "$here/lib.tar.xz" -C "$libs"
+  # cuBLAS/cuBLASLt come from the machine's CUDA installation; the other libraries from lib.tar.xz.
+  cublas=$(find /usr/local/cuda* /usr/lib -name 'libcublasLt.so.13*' 2>/dev/null | head -1 || true)
+  export LD_LIBRARY_PATH=$libs/lib${cublas:+:$(dirname "$cublas")}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+else
+  bin=${1:-$root/build/release}
+fi
+export SSM_BIN=$bin/ssm
+out=${OUT:-gpu-check}
+mkdir -p "$out"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+status=0
+for t in "${tests[@]}"; do
+  rc=0
+  timeout 300 "$bin/$t" > "$out/$t.txt" 2>&1 || rc=$?
+  echo "$t: exit $rc, $(grep -E '^\[  (PASSED|FAILED) ' "$out/$t.txt" | tr '\n' ' ')"
+  [ $rc = 0 ] || status=1
+done
+for m in mamba-130m mamba-1.4b; do  # random weights of the released shapes, bf16
+  timeout 300 "$bin/ssm" bench --device cuda --dtype bf16 --random $m -p 2048 -n 256 -r 5 2>&1 | tee -a "$out/bench.txt"
+  timeout 300 "$bin/ssm" bench --device cuda --dtype bf16 --random $m -p 128 -n 128 -r 5 --tg-batch 64 2>&1 |
+    tee -a "$out/bench.txt"
+done
+exit $status
