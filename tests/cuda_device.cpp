@@ -2,9 +2,6 @@
 #include "ssm/tensor.h"
 #include "testing.h"
 
-namespace ssm {
-int cuda_device_count();
-}
 using namespace ssm;
 
 TEST(CudaDevice, RoundTrip) {

@@ -18,9 +18,6 @@
 #include "ssm/safetensors.h"
 #include "testing.h"
 
-namespace ssm {
-int cuda_device_count();
-}
 using namespace ssm;
 using namespace ssm::testing;
 namespace fs = std::filesystem;

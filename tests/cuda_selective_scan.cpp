@@ -6,9 +6,6 @@
 #include "ssm/tensor.h"
 #include "testing.h"
 
-namespace ssm {
-int cuda_device_count();
-}
 using namespace ssm;
 using namespace ssm::testing;
 

@@ -16,10 +16,6 @@
 #include "ssm/safetensors.h"
 #include "testing.h"
 
-namespace ssm {
-int cuda_device_count();
-uint64_t cuda_alloc_calls();
-}  // namespace ssm
 using namespace ssm;
 using namespace ssm::testing;
 

@@ -21,7 +21,6 @@
 #include "testing.h"
 
 namespace ssm {
-int cuda_device_count();  // src/backend/cuda/device.cu (0 without a CUDA build)
 namespace {
 
 namespace fs = std::filesystem;

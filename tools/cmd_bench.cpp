@@ -13,10 +13,6 @@
 #include "ssm/model.h"
 #include "ssm/ops.h"
 
-namespace ssm {
-void cuda_synchronize();  // src/backend/cuda/device.cu (nothing without a CUDA build)
-}
-
 namespace {
 using Clock = std::chrono::steady_clock;
 

@@ -31,6 +31,10 @@ bool dtype_is_float(DType t);
 
 enum class Device : uint8_t { cpu, cuda };
 const char* device_name(Device d);
+// GPU queries (src/backend/cuda/device.cu; in a build without CUDA: 0 devices, 0 calls, no-op).
+int cuda_device_count();       // visible CUDA devices
+uint64_t cuda_alloc_calls();   // device allocations requested so far (cached blocks included)
+void cuda_synchronize();       // waits for all queued GPU work
 
 // Half-precision scalars (storage formats; math is done in fp32).
 float f16_to_f32(uint16_t h);

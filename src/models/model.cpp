@@ -15,8 +15,6 @@ size_t InferenceState::bytes() const {
   return b;
 }
 
-int cuda_device_count();  // src/backend/cuda/device.cu (0 without a CUDA build)
-
 namespace {
 // Hands every weight to the architecture already on `device`.
 class OnDevice : public WeightSource {

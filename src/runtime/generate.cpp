@@ -284,8 +284,6 @@ DType parse_weight_dtype(const std::string& s) {
   fail("dtype", "unknown weight dtype '" + s + "' (expected f32, bf16 or f16)");
 }
 
-int cuda_device_count();  // src/backend/cuda/device.cu (0 without a CUDA build)
-
 Device parse_device(const std::string& s) {
   if (s == "cpu") return Device::cpu;
   SSM_CHECK(s == "cuda", "device", "unknown device '" + s + "' (expected cpu or cuda)");

@@ -132,12 +132,11 @@ double run_training(const TrainConfig& cfg) {
             "text samples (--sample-every) need text data (--data), not a synthetic task");
   SSM_CHECK(cfg.sample_every <= 0 || cfg.sample_len >= 1, "train", "--sample-len must be >= 1");
   fs::create_directories(cfg.out);
-  if (!cfg.resume) {  // a fresh run would truncate the log and, keeping the last K, delete these
-    auto existing = list_checkpoints(cfg.out);
-    SSM_CHECK(existing.empty(), "train",
-              "'" + cfg.out + "' already holds training checkpoints (newest: " + existing.back().second.filename().string() +
-                  "); pass --resume to continue that run, or choose another --out");
-  }
+  const auto ckpts = list_checkpoints(cfg.out);
+  // A fresh run would truncate the log and, keeping the last K, delete these.
+  SSM_CHECK(cfg.resume || ckpts.empty(), "train",
+            "'" + cfg.out + "' already holds training checkpoints (newest: " + ckpts.back().second.filename().string() +
+                "); pass --resume to continue that run, or choose another --out");
   // ---- data: text windows, or a synthetic task ----
   SSM_CHECK(!is_task || cfg.task == "induction" || cfg.task == "selective_copying", "train",
             "unknown task '" + cfg.task + "' (induction | selective_copying)");
@@ -200,7 +199,6 @@ double run_training(const TrainConfig& cfg) {
   ac.weight_decay = cfg.weight_decay;
   AdamW opt(params, ac);
   int64_t start = 0;
-  auto ckpts = list_checkpoints(cfg.out);
   if (cfg.resume) {
     SSM_CHECK(!ckpts.empty(), "train", "--resume: no checkpoint-*.safetensors in '" + cfg.out + "'");
     auto st = io::SafeTensors::open(ckpts.back().second.string());
