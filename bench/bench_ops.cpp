@@ -3,6 +3,8 @@
 // Items/s counts tokens (rows) processed; bytes/s counts the tensors read and written once.
 #include <benchmark/benchmark.h>
 
+#include "ops/matvec.h"
+#include "ops/matvec_avx512.h"
 #include "ssm/autograd.h"
 #include "ssm/ops.h"
 
@@ -68,6 +70,27 @@ void BM_linear_decode(benchmark::State& st) {  // one token through in_proj; wei
   DType wd = st.range(0) ? DType::bf16 : DType::f32;
   Tensor x = Tensor::randn({1, kModel}, 1), w = Tensor::randn({kD * 2, kModel}, 2, 0, 0.02).to(wd);
   for (auto _ : st) benchmark::DoNotOptimize(linear(x, w));
+  finish(st, 1, double(w.nbytes()));
+}
+// One thread, bf16 weights of mamba-1.4b's in_proj ([8192, 2048], 32 MiB: streamed from memory):
+// arg 0 widens each weight to f32 (AVX-512 F), arg 1 rounds x to bf16 and uses VDPBF16PS.
+void BM_matvec_bf16_kernels(benchmark::State& st) {
+  if (!kernels::avx512::supported_bf16()) {
+    st.SkipWithError("needs AVX-512 BF16");
+    return;
+  }
+  constexpr int64_t O = 8192, I = 2048;
+  Tensor x = Tensor::randn({1, I}, 1), w = Tensor::randn({O, I}, 2, 0, 0.02).to(DType::bf16);
+  std::vector<float> y(O);
+  for (auto _ : st) {
+    if (st.range(0) == 0)
+      kernels::avx512::matvec(x.data<float>(), 1, I, w.raw_data(), int(kernels::WeightKind::bf16), nullptr, y.data(), O,
+                              0, O);
+    else
+      kernels::avx512::matvec_bf16_dp(x.data<float>(), 1, I, static_cast<const uint16_t*>(w.raw_data()), nullptr,
+                                      y.data(), O, 0, O);
+    benchmark::DoNotOptimize(y.data());
+  }
   finish(st, 1, double(w.nbytes()));
 }
 void BM_embedding(benchmark::State& st) {
@@ -144,6 +167,7 @@ BENCHMARK(BM_softmax)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_cross_entropy)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_linear_prefill)->ArgsProduct({{0, 1}, {0, 1}})->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_linear_decode)->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_matvec_bf16_kernels)->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_embedding)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_rms_norm_add)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_gated_rms_norm)->Unit(benchmark::kMillisecond);

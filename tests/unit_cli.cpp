@@ -108,6 +108,19 @@ TEST_F(Cli, HelpHasExamples) {
   }
 }
 
+// -t works before and after the subcommand (the usage lines show `ssm generate ... -t 2`).
+TEST_F(Cli, ThreadsOptionBeforeOrAfterSubcommand) {
+  const std::string tok = byte_tokenizer();
+  for (const std::string& args : {"-t 2 tokenize --tokenizer " + tok + " hi", "tokenize --tokenizer " + tok + " hi -t 2"}) {
+    CmdResult r = ssm(args);
+    EXPECT_EQ(r.code, 0) << args << ": " << r.err;
+    EXPECT_EQ(r.out, "104 105\n") << args;
+  }
+  CmdResult bad = ssm("tokenize --tokenizer " + tok + " hi -t 0");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("threads"), std::string::npos) << bad.err;
+}
+
 TEST_F(Cli, GreedyGenerateMatchesGoldenIds) {
   for (const char* name : kFixtures) {
     const std::string fx = std::string("fixtures/") + name;

@@ -132,10 +132,11 @@ TEST(Linear, HalfWeightsMatchWidenedF32) {
                      " R=" + std::to_string(R));
         Tensor x = randn({R, c.I}, R * 7 + c.I), wh = randn({c.O, c.I}, 5).to(dt), bh = randn({c.O}, 6).to(dt);
         Tensor w32 = wh.to(DType::f32), b32 = bh.to(DType::f32);
-        // More than 8 rows of x against bf16 weights run the AVX-512 BF16 GEMM where the CPU has
-        // it, which rounds x to bf16 first (as PyTorch's bf16 matmul does): compare with the f32
-        // product of the rounded x. Products of two bf16 values are exact in f32, so the same 1e-5.
-        const bool rounds_x = dt == DType::bf16 && R > 8 && kernels::have_bf16_gemm();
+        // bf16 weights run the AVX-512 BF16 kernels where the CPU has them (the dot-product matvec
+        // up to 8 rows, the GEMM beyond), which round x to bf16 first (as PyTorch's bf16 matmul
+        // does): compare with the f32 product of the rounded x. Products of two bf16 values are
+        // exact in f32, so the same 1e-5.
+        const bool rounds_x = dt == DType::bf16 && kernels::have_avx512_bf16();
         Tensor xq = rounds_x ? x.to(DType::bf16).to(DType::f32) : x;
         Tensor want, want_exact;
         {

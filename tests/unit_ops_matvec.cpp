@@ -43,12 +43,20 @@ void avx512_matvec(const float* x, int64_t R, int64_t I, const void* w, WeightKi
   kernels::avx512::matvec(x, R, I, w, int(wk), b, y, ldy, o0, o1);
 }
 
-// Every (R, I, O) and weight kind; rows [o0, o1) only, the rest of y untouched. Tolerance: f32
-// sums of I products in a different order than the f64 loop: 1e-5 of Σ|x||w|.
-void check_matvec(MatvecFn fn) {
+void avx512_bf16_dp(const float* x, int64_t R, int64_t I, const void* w, WeightKind, const float* b, float* y,
+                    int64_t ldy, int64_t o0, int64_t o1) {
+  kernels::avx512::matvec_bf16_dp(x, R, I, static_cast<const uint16_t*>(w), b, y, ldy, o0, o1);
+}
+
+// Every (R, I, O) and weight kind in `kinds`; rows [o0, o1) only, the rest of y untouched. With
+// bf16_x, the loop multiplies bf16 weights by x rounded to bf16 (what the dot-product kernel sees).
+// Tolerance: products of two bf16 (or of f32 and a widened half) are exact in f64, and the kernel
+// sums I of them in f32 in another order than the f64 loop: 1e-5 of Σ|x||w|.
+void check_matvec(MatvecFn fn, std::vector<WeightKind> kinds = {WeightKind::f32, WeightKind::bf16, WeightKind::f16},
+                  bool bf16_x = false) {
   std::mt19937 rng(3);
   std::normal_distribution<float> nd;
-  for (WeightKind wk : {WeightKind::f32, WeightKind::bf16, WeightKind::f16})
+  for (WeightKind wk : kinds)
     for (int64_t R : {1, 2, 3, 4, 5, 8})
       for (int64_t I : {1, 7, 16, 33, 100, 768})
         for (int64_t O : {1, 5, 13}) {
@@ -56,6 +64,9 @@ void check_matvec(MatvecFn fn) {
           std::vector<float> x(static_cast<size_t>(R * I)), bias(static_cast<size_t>(O));
           for (auto& v : x) v = nd(rng);
           for (auto& v : bias) v = nd(rng);
+          std::vector<float> xs = x;  // the x of the loop
+          if (bf16_x && wk == WeightKind::bf16)
+            for (auto& v : xs) v = bf16_to_f32(f32_to_bf16(v));
           const int64_t ldy = O + 3, o0 = O > 2 ? 1 : 0, o1 = O;
           for (bool with_bias : {false, true}) {
             std::vector<float> y(size_t(R * ldy), -7.f);
@@ -69,8 +80,8 @@ void check_matvec(MatvecFn fn) {
                 }
                 double want = with_bias ? bias[size_t(o)] : 0.0, mag = std::fabs(want);
                 for (int64_t i = 0; i < I; ++i) {
-                  want += double(x[size_t(r * I + i)]) * w.f32[size_t(o * I + i)];
-                  mag += std::fabs(double(x[size_t(r * I + i)]) * w.f32[size_t(o * I + i)]);
+                  want += double(xs[size_t(r * I + i)]) * w.f32[size_t(o * I + i)];
+                  mag += std::fabs(double(xs[size_t(r * I + i)]) * w.f32[size_t(o * I + i)]);
                 }
                 ASSERT_NEAR(got, want, 1e-5 * mag + 1e-6)
                     << "kind " << int(wk) << " R=" << R << " I=" << I << " O=" << O << " r=" << r << " o=" << o;
@@ -88,7 +99,15 @@ TEST(Matvec, Avx512MatchesLoop) {
   check_matvec(avx512_matvec);
 }
 
-TEST(Matvec, DispatchedMatchesLoop) { check_matvec(kernels::matvec); }
+// I = 33, 100 and 768 also cover the 32-wide tails and the 2-vector unrolled steps.
+TEST(Matvec, Avx512Bf16DotMatchesLoopOverRoundedX) {
+  if (!kernels::avx512::supported_bf16()) GTEST_SKIP() << "this CPU has no AVX-512 BF16";
+  check_matvec(avx512_bf16_dp, {WeightKind::bf16}, true);
+}
+
+TEST(Matvec, DispatchedMatchesLoop) {
+  check_matvec(kernels::matvec, {WeightKind::f32, WeightKind::bf16, WeightKind::f16}, kernels::have_avx512_bf16());
+}
 
 // bf16 GEMM: the products of two bf16 numbers are exact in f32, so against an f64 loop over the
 // bf16-rounded x and w only the f32 summation order differs: 1e-5 of Σ|x||w|.

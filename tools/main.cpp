@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   CLI::App app{"ssm — selective state space models (Mamba-1/2/3) in C++: run, train, benchmark"};
   app.set_version_flag("--version", std::string("ssm ") + SSM_VERSION);
   app.require_subcommand(0, 1);
+  app.fallthrough();  // -t is accepted after the subcommand too, as in `ssm generate ... -t 2`
   int threads = 0;
   app.add_option("-t,--threads", threads, "CPU threads (default: $SSM_THREADS or all cores)")
       ->envname("SSM_THREADS")

@@ -258,7 +258,7 @@ void linear_forward(const T* x, const Tensor& w, const Tensor& bias, T* y, int64
     }
     if (w.dtype() == DType::f32) {
       gemm<float>(false, true, R, O, I, x, I, w.data<float>(), I, 0.f, y, O);
-    } else if (w.dtype() == DType::bf16 && kernels::have_bf16_gemm()) {
+    } else if (w.dtype() == DType::bf16 && kernels::have_avx512_bf16()) {
       bf16_linear(x, R, I, static_cast<const uint16_t*>(w.raw_data()), y, O);
     } else {
       const int64_t nb = half_block_rows(I, O);

@@ -122,7 +122,7 @@ bool have_avx512() {
   static const bool v = avx512::supported() && !env_off();
   return v;
 }
-bool have_bf16_gemm() {
+bool have_avx512_bf16() {
   static const bool v = avx512::supported_bf16() && !env_off();
   return v;
 }
@@ -139,7 +139,9 @@ WeightKind weight_kind(DType t) {
 void matvec(const float* x, int64_t R, int64_t I, const void* w, WeightKind wk, const float* bias, float* y,
             int64_t ldy, int64_t o0, int64_t o1) {
   if (o1 <= o0 || R <= 0) return;
-  if (have_avx512())
+  if (wk == WeightKind::bf16 && have_avx512_bf16())
+    avx512::matvec_bf16_dp(x, R, I, static_cast<const uint16_t*>(w), bias, y, ldy, o0, o1);
+  else if (have_avx512())
     avx512::matvec(x, R, I, w, int(wk), bias, y, ldy, o0, o1);
   else
     avx2::matvec(x, R, I, w, wk, bias, y, ldy, o0, o1);

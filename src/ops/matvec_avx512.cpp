@@ -32,6 +32,7 @@ inline __m512 load16m(const void* w, int64_t idx, __mmask16 m) {
 }
 template <int WK>
 constexpr int64_t kElemBytes = WK == 0 ? 4 : 2;
+constexpr int kBf16Dp = 3;  // the weight kind of matvec_bf16_dp: bf16 weights, bf16 dot products
 
 // y[r, o..o+NO) for NR rows of x against NO consecutive weight rows (one contiguous block of NO·I
 // elements). NR·NO·U = 8 independent accumulators. The block NO rows further on is prefetched at
@@ -83,12 +84,72 @@ inline void tile(const float* x, int64_t I, const void* w, int64_t o, int64_t o_
   }
 }
 
+// ---- bf16 matvec with BF16 dot products ----------------------------------------------------------
+// The same tiling as tile<1, NR, NO>, but x is rounded to bf16 in registers (32 values per vector,
+// nearest even, as round_bf16) and each 32 weights take one load and one VDPBF16PS: the widening
+// path spends three vector operations per 16 weights and is bound by instructions, not bandwidth.
+inline __m512bh x32(const float* x, __mmask16 lo, __mmask16 hi) {
+  return _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, x + 16), _mm512_maskz_loadu_ps(lo, x));
+}
+
+template <int NR, int NO>
+inline void tile_dp(const float* x, int64_t I, const uint16_t* w, int64_t o, int64_t o_end, const float* bias,
+                    float* y, int64_t ldy) {
+  constexpr int U = NR * NO >= 8 ? 1 : 8 / (NR * NO);
+  constexpr int64_t step = 32 * U;
+  const uint16_t* wb = w + o * I;
+  const char* next = o + 2 * NO <= o_end ? reinterpret_cast<const char*>(wb + NO * I) : nullptr;
+  __m512 acc[NR][NO][U];
+  for (int r = 0; r < NR; ++r)
+    for (int j = 0; j < NO; ++j)
+      for (int u = 0; u < U; ++u) acc[r][j][u] = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + step <= I; i += step) {
+    if (next) {
+      for (int j = 0; j < NO; ++j)
+        for (int64_t b = 0; b < step * 2; b += 64) _mm_prefetch(next + (j * I + i) * 2 + b, _MM_HINT_T0);
+    }
+    for (int u = 0; u < U; ++u) {
+      __m512bh xv[NR];
+      for (int r = 0; r < NR; ++r) xv[r] = x32(x + r * I + i + 32 * u, 0xffff, 0xffff);
+      for (int j = 0; j < NO; ++j) {
+        const __m512bh wv = (__m512bh)_mm512_loadu_si512(wb + j * I + i + 32 * u);
+        for (int r = 0; r < NR; ++r) acc[r][j][u] = _mm512_dpbf16_ps(acc[r][j][u], xv[r], wv);
+      }
+    }
+  }
+  for (; i < I; i += 32) {  // tail: masked loads, the missing lanes are zeros on both sides
+    const int64_t left = I - i;
+    const __mmask32 m = left >= 32 ? __mmask32(0xffffffffu) : __mmask32((1u << left) - 1);
+    const __mmask16 lo = __mmask16(m & 0xffff), hi = __mmask16(m >> 16);
+    __m512bh xv[NR];
+    for (int r = 0; r < NR; ++r) xv[r] = x32(x + r * I + i, lo, hi);
+    for (int j = 0; j < NO; ++j) {
+      const __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(m, wb + j * I + i);
+      for (int r = 0; r < NR; ++r) acc[r][j][0] = _mm512_dpbf16_ps(acc[r][j][0], xv[r], wv);
+    }
+  }
+  for (int r = 0; r < NR; ++r) {
+    for (int j = 0; j < NO; ++j) {
+      __m512 s = acc[r][j][0];
+      for (int u = 1; u < U; ++u) s = _mm512_add_ps(s, acc[r][j][u]);
+      y[r * ldy + o + j] = _mm512_reduce_add_ps(s) + (bias ? bias[o + j] : 0.0f);
+    }
+  }
+}
+
 template <int WK, int NR, int NO>
 void rows(const float* x, int64_t I, const void* w, const float* bias, float* y, int64_t ldy, int64_t o0,
           int64_t o1) {
   int64_t o = o0;
-  for (; o + NO <= o1; o += NO) tile<WK, NR, NO>(x, I, w, o, o1, bias, y, ldy);
-  for (; o < o1; ++o) tile<WK, NR, 1>(x, I, w, o, o1, bias, y, ldy);
+  if constexpr (WK == kBf16Dp) {
+    const auto* wh = static_cast<const uint16_t*>(w);
+    for (; o + NO <= o1; o += NO) tile_dp<NR, NO>(x, I, wh, o, o1, bias, y, ldy);
+    for (; o < o1; ++o) tile_dp<NR, 1>(x, I, wh, o, o1, bias, y, ldy);
+  } else {
+    for (; o + NO <= o1; o += NO) tile<WK, NR, NO>(x, I, w, o, o1, bias, y, ldy);
+    for (; o < o1; ++o) tile<WK, NR, 1>(x, I, w, o, o1, bias, y, ldy);
+  }
 }
 
 template <int WK>
@@ -207,6 +268,11 @@ void matvec(const float* x, int64_t R, int64_t I, const void* w, int wk, const f
     matvec_t<1>(x, R, I, w, bias, y, ldy, o0, o1);
   else
     matvec_t<2>(x, R, I, w, bias, y, ldy, o0, o1);
+}
+
+void matvec_bf16_dp(const float* x, int64_t R, int64_t I, const uint16_t* w, const float* bias, float* y,
+                    int64_t ldy, int64_t o0, int64_t o1) {
+  matvec_t<kBf16Dp>(x, R, I, w, bias, y, ldy, o0, o1);
 }
 
 void round_bf16(const float* x, int64_t M, int64_t K, uint16_t* out) {
