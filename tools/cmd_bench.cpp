@@ -122,9 +122,7 @@ ssm::tools::Command cmd{
         SSM_CHECK(o->model.empty() != o->random.empty(), "bench", "give exactly one of -m DIR or --random NAME");
         SSM_CHECK(o->n_prompt >= 0 && o->n_gen >= 0 && o->n_prompt <= 1 << 20 && o->n_gen <= 1 << 20, "bench",
                   "-p and -n must be in [0, 1048576]");
-        ssm::DType wd = o->dtype == "f32" ? ssm::DType::f32 : o->dtype == "bf16" ? ssm::DType::bf16
-                        : o->dtype == "f16" ? ssm::DType::f16
-                                            : (ssm::fail("bench", "--dtype must be f32, bf16 or f16"), ssm::DType::f32);
+        const ssm::DType wd = ssm::parse_weight_dtype(o->dtype);
         const ssm::Device dev = ssm::parse_device(o->device);
         const bool gpu = dev == ssm::Device::cuda;
         ssm::autograd::NoGradGuard ng;
@@ -188,7 +186,7 @@ ssm::tools::Command cmd{
           j["arch"] = ssm::arch_name(c.arch);
           j["n_params"] = model->num_parameters();
           j["weight_bytes"] = model->weight_bytes();
-          j["weight_dtype"] = o->dtype;
+          j["weight_dtype"] = ssm::dtype_name(wd);
           j["threads"] = ssm::num_threads();
           j["bandwidth_gbs"] = bw;
           j["peak_rss_mib"] = rss_mib;
@@ -203,7 +201,7 @@ ssm::tools::Command cmd{
           Stat s = stats(v);
           std::printf("| %s | %.1f MiB | %.1f M | %s | %d | %s%lld | %.2f ± %.2f |\n", name.c_str(),
                       double(model->weight_bytes()) / (1 << 20), double(model->num_parameters()) / 1e6,
-                      (o->dtype + (gpu ? " cuda" : "")).c_str(), ssm::num_threads(), test, static_cast<long long>(n),
+                      (std::string(ssm::dtype_name(wd)) + (gpu ? " cuda" : "")).c_str(), ssm::num_threads(), test, static_cast<long long>(n),
                       s.mean, s.sd);
         };
         if (!pp.empty()) row("pp", o->n_prompt, pp);
@@ -211,7 +209,7 @@ ssm::tools::Command cmd{
         if (gpu) {
           std::printf("\non %s: weights and activations in %s; each decode step reads %.1f MiB of weights (the "
                       "GPU's memory bandwidth divided by this bounds tg at batch 1)\n",
-                      ssm::device_name(dev), o->dtype.c_str(), bytes_tok / (1 << 20));
+                      ssm::device_name(dev), ssm::dtype_name(wd), bytes_tok / (1 << 20));
           return 0;
         }
         std::printf("\nmemory read bandwidth %.1f GB/s; decode bound %.1f t/s (%.1f MiB of weights per token)",
