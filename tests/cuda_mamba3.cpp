@@ -1,6 +1,6 @@
 // The Mamba-3 SISO scan on the GPU (label cuda; skips without a GPU) against the CPU op on the same
-// inputs: activations drawn in f32 and rounded to the activation dtype, so the CPU op (f32) sees
-// exactly the GPU's inputs. Tolerances (max abs error <= rtol * max |CPU value|):
+// inputs: the activations q, k, v, z drawn in f32 and rounded to the activation dtype (the per-token
+// scalars, parameters and states are f32 on the GPU), so the CPU op (f32) sees exactly the GPU's inputs. Tolerances (max abs error <= rtol * max |CPU value|):
 //  - f32 activations: 1e-4; only fp32 rounding differs (libm cos/sin/exp/tanh, the order of the
 //    N-term read-out sums), over <= 300 steps with decays <= 1;
 //  - bf16 / f16 activations: y is rounded to the activation dtype (2^-9 / 2^-12 relative): 1e-2 / 2e-3;
@@ -28,9 +28,8 @@ struct Pair {
 
 Pair make(const Case& c, uint64_t seed) {
   Pair p;
-  auto act = [&](const Shape& s, uint64_t k, Tensor t = Tensor()) {
-    if (!t.defined()) t = Tensor::randn(s, seed * 100 + k);
-    t = t.to(c.act);
+  auto act = [&](const Shape& s, uint64_t k) {
+    Tensor t = Tensor::randn(s, seed * 100 + k).to(c.act);
     return std::pair{t.to(DType::f32), t.to(Device::cuda)};
   };
   auto par = [&](Tensor t) { return std::pair{t, t.defined() ? t.to(Device::cuda) : Tensor()}; };
@@ -43,12 +42,12 @@ Pair make(const Case& c, uint64_t seed) {
   set(&Mamba3SisoArgs::k, p, act({B, L, c.G, c.N}, 2));
   set(&Mamba3SisoArgs::v, p, act({B, L, H, c.P}, 3));
   Tensor dt = Tensor::rand({B, L, H}, seed * 100 + 4, 0.01, 0.5);
-  set(&Mamba3SisoArgs::dt, p, act({}, 0, dt));
-  set(&Mamba3SisoArgs::adt, p, act({}, 0, mul(dt, Tensor::rand({B, L, H}, seed * 100 + 5, -2.0, -0.05))));
-  set(&Mamba3SisoArgs::trap, p, act({}, 0, Tensor::randn({B, L, H}, seed * 100 + 6, 0, 2)));
+  set(&Mamba3SisoArgs::dt, p, par(dt));
+  set(&Mamba3SisoArgs::adt, p, par(mul(dt, Tensor::rand({B, L, H}, seed * 100 + 5, -2.0, -0.05))));
+  set(&Mamba3SisoArgs::trap, p, par(Tensor::randn({B, L, H}, seed * 100 + 6, 0, 2)));
   set(&Mamba3SisoArgs::q_bias, p, par(Tensor::randn({H, c.N}, seed * 100 + 7, 1, 0.3)));
   set(&Mamba3SisoArgs::k_bias, p, par(Tensor::randn({H, c.N}, seed * 100 + 8, 1, 0.3)));
-  set(&Mamba3SisoArgs::angles, p, act({}, 0, Tensor::randn({B, L, c.S}, seed * 100 + 9, 0, 2)));
+  set(&Mamba3SisoArgs::angles, p, par(Tensor::randn({B, L, c.S}, seed * 100 + 9, 0, 2)));
   if (c.D) set(&Mamba3SisoArgs::D, p, par(Tensor::randn({H}, seed * 100 + 10, 1, 0.5)));
   if (c.z) set(&Mamba3SisoArgs::z, p, act({B, L, H, c.P}, 11));
   if (c.state) {
@@ -135,14 +134,16 @@ TEST_F(CudaMamba3, BadArgumentsFail) {
   a.q_bias = a.q_bias.to(DType::bf16);
   expect_error([&] { mamba3_siso_scan(a); }, "[mamba3_siso_scan] q_bias on the GPU must be f32");
   a = p.gpu;
+  a.z = a.z.to(DType::f16);
+  expect_error([&] { mamba3_siso_scan(a); }, "z");
+  a = p.gpu;
   a.k = p.cpu.k;
   expect_error([&] { mamba3_siso_scan(a); }, "k is on cpu but v is on cuda");
   a = p.gpu;
   Tensor v = a.v.to(DType::f32);
   v.set_requires_grad(true);
   a.v = v;
-  a.q = a.q.to(DType::f32), a.k = a.k.to(DType::f32), a.adt = a.adt.to(DType::f32), a.dt = a.dt.to(DType::f32);
-  a.trap = a.trap.to(DType::f32), a.angles = a.angles.to(DType::f32), a.z = a.z.to(DType::f32);
+  a.q = a.q.to(DType::f32), a.k = a.k.to(DType::f32), a.z = a.z.to(DType::f32);
   autograd::set_grad_enabled(true);  // the fixture's NoGradGuard restores the previous mode
   expect_error([&] { mamba3_siso_scan(a); }, "no CUDA backward yet");
 }

@@ -143,9 +143,9 @@ void mamba3_siso_f32(const ref::Mamba3RefArgs<float>& a) {
   });
 }
 
-// Shapes for both devices. Dtypes: on the CPU every tensor has v's dtype (f32 or f64); on the GPU the
-// activations (q, k, v, adt, dt, trap, angles, z) share v's dtype (f32, bf16 or f16) and the
-// parameters and states are f32. Every tensor is on v's device.
+// Shapes for both devices. Dtypes: on the CPU every tensor has v's dtype (f32 or f64); on the GPU q,
+// k and z share v's dtype (f32, bf16 or f16) and the rest (the per-token scalars adt, dt, trap and
+// angles, the parameters, the states) is f32. Every tensor is on v's device.
 void check_args(const Mamba3SisoArgs& a) {
   using namespace detail;
   check_float(kOp, a.v, "v");
@@ -182,11 +182,11 @@ void check_args(const Mamba3SisoArgs& a) {
   if (a.k_state.defined()) check_shape(kOp, a.k_state, {B, H, N}, "k_state");
   if (a.v_state.defined()) check_shape(kOp, a.v_state, {B, H, P}, "v_state");
   using Named = std::pair<const Tensor*, const char*>;
-  const Named acts[] = {{&a.q, "q"},         {&a.k, "k"},           {&a.adt, "adt"}, {&a.dt, "dt"},
-                        {&a.trap, "trap"},   {&a.angles, "angles"}, {&a.z, "z"}};
-  const Named f32s[] = {{&a.q_bias, "q_bias"},           {&a.k_bias, "k_bias"},     {&a.D, "D"},
-                        {&a.angle_state, "angle_state"}, {&a.ssm_state, "ssm_state"}, {&a.k_state, "k_state"},
-                        {&a.v_state, "v_state"}};
+  const Named acts[] = {{&a.q, "q"}, {&a.k, "k"}, {&a.z, "z"}};
+  const Named f32s[] = {{&a.adt, "adt"},       {&a.dt, "dt"},       {&a.trap, "trap"},
+                        {&a.angles, "angles"}, {&a.q_bias, "q_bias"}, {&a.k_bias, "k_bias"},
+                        {&a.D, "D"},           {&a.angle_state, "angle_state"}, {&a.ssm_state, "ssm_state"},
+                        {&a.k_state, "k_state"}, {&a.v_state, "v_state"}};
   const bool gpu = a.v.device() == Device::cuda;
   for (const auto& list : {std::span<const Named>(acts), std::span<const Named>(f32s)}) {
     for (const auto& [t, name] : list) {

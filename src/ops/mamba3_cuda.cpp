@@ -35,8 +35,8 @@ Mamba3SisoOut mamba3_siso_cuda(const Mamba3SisoArgs& a) {
   auto f = [&](size_t i) { return static_cast<const float*>(v(i)); };
   auto out = [](Tensor& t) { return static_cast<float*>(t.raw_data()); };
   const cuda::Mamba3FwdArgs k{.act = a.v.dtype(),
-                              .q = v(0), .k = v(1), .v = v(2), .adt = v(3), .dt = v(4), .trap = v(5),
-                              .angles = v(8), .z = v(10),
+                              .q = v(0), .k = v(1), .v = v(2), .z = v(10),
+                              .adt = f(3), .dt = f(4), .trap = f(5), .angles = f(8),
                               .q_bias = f(6), .k_bias = f(7), .D = f(9),
                               .angle0 = f(11), .ssm0 = f(12), .k0 = f(13), .v0 = f(14),
                               .y = o.y.raw_data(),

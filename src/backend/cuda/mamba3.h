@@ -1,8 +1,9 @@
 // Internal: the launch function of the Mamba-3 SISO forward kernel (mamba3_fwd.cu), called by the
 // mamba3_siso_scan op (src/ops/mamba3_cuda.cpp) on device pointers. Layouts as the op
-// (include/ssm/ops_mamba3.h): activations q, k [B, L, G, N], v, z, y [B, L, H, P], adt, dt, trap
-// [B, L, H], angles [B, L, S] of dtype `act` (f32, bf16 or f16); q_bias, k_bias [H, N], D [H] and the
-// states (angle [B, H, S], ssm [B, H, P, N], k [B, H, N], v [B, H, P]) f32.
+// (include/ssm/ops_mamba3.h): activations q, k [B, L, G, N] and v, z, y [B, L, H, P] of dtype `act`
+// (f32, bf16 or f16); the per-token scalars adt, dt, trap [B, L, H] and angles [B, L, S], the
+// parameters q_bias, k_bias [H, N], D [H] and the states (angle [B, H, S], ssm [B, H, P, N],
+// k [B, H, N], v [B, H, P]) f32.
 #pragma once
 #include <cstdint>
 
@@ -12,8 +13,9 @@ namespace ssm::cuda {
 
 struct Mamba3FwdArgs {
   DType act;
-  const void *q, *k, *v, *adt, *dt, *trap, *angles, *z;  // z may be null
-  const float *q_bias, *k_bias, *D;                      // D may be null
+  const void *q, *k, *v, *z;                              // z may be null
+  const float *adt, *dt, *trap, *angles, *q_bias, *k_bias;
+  const float* D;                                         // may be null
   const float *angle0, *ssm0, *k0, *v0;                  // initial states, each may be null (zeros)
   void* y;
   float *angle_out, *ssm_out, *k_out, *v_out;

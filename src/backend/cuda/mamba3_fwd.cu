@@ -38,9 +38,9 @@ __global__ void __launch_bounds__(kThreads) mamba3_fwd_kernel(Mamba3FwdArgs a) {
   __syncthreads();
   for (int64_t t = 0; t < a.L; ++t) {
     const int64_t bt = b * a.L + t, bth = bt * H + h;
-    const float dt = ld(static_cast<const T*>(a.dt)[bth]);
+    const float dt = a.dt[bth];
     for (int64_t i = tid; i < S; i += kThreads) {
-      const float x = th[i] + pi * tanhf(ld(static_cast<const T*>(a.angles)[bt * S + i])) * dt;
+      const float x = th[i] + pi * tanhf(a.angles[bt * S + i]) * dt;
       th[i] = x - two_pi * floorf(x / two_pi);
     }
     for (int64_t n = tid; n < N; n += kThreads) {
@@ -59,8 +59,8 @@ __global__ void __launch_bounds__(kThreads) mamba3_fwd_kernel(Mamba3FwdArgs a) {
       kr[2 * i + 1] = k0 * s + k1 * c;
     }
     __syncthreads();
-    const float lam = 1.f / (1.f + expf(-ld(static_cast<const T*>(a.trap)[bth])));
-    const float alpha = expf(ld(static_cast<const T*>(a.adt)[bth]));
+    const float lam = 1.f / (1.f + expf(-a.trap[bth]));
+    const float alpha = expf(a.adt[bth]);
     const float beta = (1.f - lam) * dt * alpha, gamma = lam * dt;
     for (int64_t p = warp; p < P; p += kWarps) {  // warp-uniform loop: every lane takes part in the sum
       const float bv = beta * vp[p], gv = gamma * vt[p];
