@@ -10,7 +10,7 @@
 #                                             `DIR/gpu-check.sh --staged` there
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-tests=(cuda_device cuda_ops_forward cuda_selective_scan cuda_models cuda_step cuda_mamba3)
+tests=(cuda_device cuda_ops_forward cuda_selective_scan cuda_models cuda_step cuda_mamba3 cuda_nccl)
 
 if [ "${1:-}" = --stage ]; then
   dir=${2:?--stage needs a directory}

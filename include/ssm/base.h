@@ -35,6 +35,7 @@ const char* device_name(Device d);
 int cuda_device_count();       // visible CUDA devices
 uint64_t cuda_alloc_calls();   // device allocations requested so far (cached blocks included)
 void cuda_synchronize();       // waits for all queued GPU work
+void cuda_set_device(int i);   // this thread's GPU (0 .. count-1; data-parallel ranks pick LOCAL_RANK)
 
 // Half-precision scalars (storage formats; math is done in fp32).
 float f16_to_f32(uint16_t h);

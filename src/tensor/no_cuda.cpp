@@ -13,5 +13,6 @@ void cuda_memcpy(void*, const void*, size_t, bool, bool) {
 int cuda_device_count() { return 0; }
 uint64_t cuda_alloc_calls() { return 0; }
 void cuda_synchronize() {}
+void cuda_set_device(int) { fail("cuda", "this build of ssm has no CUDA backend (rebuild with nvcc installed)"); }
 }  // namespace ssm
 #endif

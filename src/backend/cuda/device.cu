@@ -54,6 +54,13 @@ uint64_t cuda_alloc_calls() { return g_alloc_calls.load(); }
 
 void cuda_synchronize() { check(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }
 
+void cuda_set_device(int i) {
+  const int n = cuda_device_count();
+  SSM_CHECK(i >= 0 && i < n, "cuda",
+            "GPU " + std::to_string(i) + " requested but " + std::to_string(n) + " are visible");
+  check(cudaSetDevice(i), "cudaSetDevice");
+}
+
 void* cuda_alloc(size_t bytes) {
   g_alloc_calls.fetch_add(1);
   SSM_CHECK(cuda_device_count() > 0, "cuda", "no CUDA device is visible (run on a machine with an NVIDIA GPU)");
