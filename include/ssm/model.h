@@ -78,8 +78,8 @@ struct LoadOptions {
   // Copy weights out of the read-only file mapping so they can be trained in place.
   bool writable = false;
   // Where the weights live and forward() runs. Device::cuda (Mamba-1 and Falcon-Mamba so far) runs
-  // inference only, with activations in weight_dtype (bf16 weights: bf16 activations, f32 residual
-  // stream and SSM state).
+  // inference and training, with activations in weight_dtype unless set_activation_dtype() says
+  // otherwise (bf16 weights: bf16 activations, f32 residual stream and SSM state).
   Device device = Device::cpu;
 };
 

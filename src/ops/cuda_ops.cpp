@@ -55,6 +55,22 @@ cuda::Walk walk(const Shape& shape, const Shape& s0, const Shape& s1, const Shap
     w.s1[d] = s1[d];
     w.s2[d] = s2.empty() ? 0 : s2[d];
   }
+  // Merge each dim into the previous kept one where every operand walks the two as one (outer stride =
+  // inner stride × inner size), and drop size-1 dims: fewer index divisions per element.
+  int o = 0;
+  for (int d = 0; d < w.nd; ++d) {
+    if (w.shape[d] == 1) continue;
+    const int64_t n = w.shape[d];
+    if (o > 0 && w.s0[o - 1] == w.s0[d] * n && w.s1[o - 1] == w.s1[d] * n && w.s2[o - 1] == w.s2[d] * n) {
+      w.shape[o - 1] *= n;
+      w.s0[o - 1] = w.s0[d], w.s1[o - 1] = w.s1[d], w.s2[o - 1] = w.s2[d];
+    } else {
+      w.shape[o] = n, w.s0[o] = w.s0[d], w.s1[o] = w.s1[d], w.s2[o] = w.s2[d];
+      ++o;
+    }
+  }
+  if (o == 0) w.shape[0] = 1, w.s0[0] = w.s1[0] = w.s2[0] = 0, o = 1;  // one element (or a scalar)
+  w.nd = o;
   return w;
 }
 
