@@ -5,12 +5,13 @@
 #   scripts/gpu-check.sh [BUILD_DIR]          run in place (default build/release; fixtures from
 #                                             ../shared or $SSM_SHARED); logs in $OUT (default gpu-check/)
 #   scripts/gpu-check.sh --stage DIR [BUILD]  copy what the run needs (stripped binaries, the CUDA
-#                                             runtime, the Mamba-1 fixtures, this script) into DIR,
+#                                             runtime, the Mamba-1 fixtures, the training benchmark's
+#                                             text and model config, this script) into DIR,
 #                                             for a GPU machine with only the driver; then run
 #                                             `DIR/gpu-check.sh --staged` there
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-tests=(cuda_device cuda_ops_forward cuda_selective_scan cuda_models cuda_step cuda_mamba3 cuda_nccl)
+tests=(cuda_device cuda_ops_forward cuda_selective_scan cuda_models cuda_step cuda_mamba3 cuda_nccl cuda_train_ops cuda_train)
 
 if [ "${1:-}" = --stage ]; then
   dir=${2:?--stage needs a directory}
@@ -26,6 +27,9 @@ if [ "${1:-}" = --stage ]; then
   tar cJf "$dir/lib.tar.xz" -C "$libs" lib
   rm -rf "$libs"
   for f in hf-mamba1-tiny ssm-mamba1-tiny hf-falcon-mamba-tiny; do cp -r "$shared/fixtures/$f" "$dir/shared/fixtures/"; done
+  mkdir -p "$dir/shared/data/text" "$dir/bench"
+  cp "$shared/data/text/tinyshakespeare.txt" "$dir/shared/data/text/"
+  cp "$root/bench/mamba-130m.json" "$dir/bench/"
   cp "$0" "$dir/gpu-check.sh"
   echo "staged into $dir ($(du -sh "$dir" | cut -f1)); on the GPU machine: $dir/gpu-check.sh --staged"
   exit 0
@@ -34,6 +38,7 @@ fi
 if [ "${1:-}" = --staged ]; then
   here=$(cd "$(dirname "$0")" && pwd)
   bin=$here
+  data=$here
   export SSM_SHARED=$here/shared
   libs=$(mktemp -d)
   tar xJf "$here/lib.tar.xz" -C "$libs"
@@ -42,6 +47,8 @@ if [ "${1:-}" = --staged ]; then
   export LD_LIBRARY_PATH=$libs/lib${cublas:+:$(dirname "$cublas")}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 else
   bin=${1:-$root/build/release}
+  data=$root
+  export SSM_SHARED=${SSM_SHARED:-$root/../shared}
 fi
 export SSM_BIN=$bin/ssm
 out=${OUT:-gpu-check}
@@ -58,5 +65,13 @@ for m in mamba-130m mamba-1.4b; do  # random weights of the released shapes, bf1
   timeout 300 "$bin/ssm" bench --device cuda --dtype bf16 --random $m -p 2048 -n 256 -r 5 2>&1 | tee -a "$out/bench.txt"
   timeout 300 "$bin/ssm" bench --device cuda --dtype bf16 --random $m -p 128 -n 128 -r 5 --tg-batch 64 2>&1 |
     tee -a "$out/bench.txt"
+done
+# Training throughput, mamba-130m shape (vocab 50280), B=8, L=2048, AdamW, clip 1.0: bf16 (mixed precision) and f32.
+for dt in bf16 f32; do
+  timeout 300 "$bin/ssm" train --device cuda --dtype $dt --model-config "$data/bench/mamba-130m.json" \
+    --data "$SSM_SHARED/data/text/tinyshakespeare.txt" -b 8 --seq-len 2048 --steps 12 --warmup 2 --lr 6e-4 \
+    --eval-every 0 --ckpt-every 0 --log-every 4 -o "${TMPDIR:-/tmp}/ssm-train-$dt" 2>&1 | tee -a "$out/bench-train.txt"
+  cp "${TMPDIR:-/tmp}/ssm-train-$dt/train.jsonl" "$out/train-$dt.jsonl" || status=1
+  rm -rf "${TMPDIR:-/tmp}/ssm-train-$dt"  # the 0.5 GB export
 done
 exit $status

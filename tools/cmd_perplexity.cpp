@@ -20,7 +20,7 @@ using namespace ssm;
 using Clock = std::chrono::steady_clock;
 
 struct Opts {
-  std::string model, file, lambada, tokenizer, dtype = "f32";
+  std::string model, file, lambada, tokenizer, dtype = "f32", device = "cpu";
   int64_t ctx = 512, limit = 0;
   bool carry_state = false;
 };
@@ -77,7 +77,7 @@ int run_text(const Opts& o, const Model& model, const Tokenizer& tok) {
     const int64_t b = c * ctx, e = std::min(n_tok, b + ctx), L = e - b;
     std::vector<int64_t> chunk(ids.begin() + b, ids.begin() + e);
     if (!o.carry_state) state = model.new_state(1);
-    Tensor lg = model.forward(Tensor::from_vector(chunk, {1, L}), &state, 0).to(DType::f32).contiguous();  // [1, L, V]
+    Tensor lg = model.forward(Tensor::from_vector(chunk, {1, L}), &state, 0).to(Device::cpu).contiguous();  // [1, L, V] f32
     const float* p = lg.data<float>();
     auto score = [&](const float* row, int32_t target) {
       double nll = -log_prob(row, V, target);
@@ -142,7 +142,7 @@ int run_lambada(const Opts& o, const Model& model, const Tokenizer& tok, int64_t
     std::vector<int64_t> in(ctx.begin(), ctx.end());
     in.insert(in.end(), cont.begin(), cont.end() - 1);
     const int64_t L = int64_t(in.size()), T = int64_t(cont.size());
-    Tensor lg = model.forward(Tensor::from_vector(in, {1, L}), nullptr, T).to(DType::f32).contiguous();  // [1, T, V]
+    Tensor lg = model.forward(Tensor::from_vector(in, {1, L}), nullptr, T).to(Device::cpu).contiguous();  // [1, T, V] f32
     const float* p = lg.data<float>();
     bool greedy_ok = true;
     for (int64_t j = 0; j < T; ++j) {
@@ -171,6 +171,7 @@ int run(const Opts& o) {
   SSM_CHECK(o.limit >= 0, "perplexity", "--limit must be >= 0 (0 = no limit)");
   LoadOptions lo;
   lo.weight_dtype = parse_weight_dtype(o.dtype);
+  lo.device = parse_device(o.device);
   auto model = Model::load(o.model, lo);
   Tokenizer tok = load_tokenizer(o.model, o.tokenizer);
   Generator gen(*model, &tok);  // checks that the tokenizer fits the model
@@ -188,6 +189,7 @@ tools::Command cmd{"perplexity", "Perplexity of a text file, or LAMBADA accuracy
   app.add_option("--limit", o->limit, "score only the first N chunks / documents (0 = all)")->default_str("0");
   app.add_option("--tokenizer", o->tokenizer, "tokenizer.json (default: the model directory's)");
   app.add_option("--dtype", o->dtype, "weight storage: f32, bf16 or f16")->default_str("f32");
+  app.add_option("--device", o->device, "cpu, or cuda (Mamba-1/Falcon-Mamba; activations in --dtype)")->default_str("cpu");
   app.footer(
       "Text mode prints the running perplexity after each chunk ([1]x,[2]y,...) and\n"
       "'Final estimate: PPL = X +/- Y'. Every token of a chunk but the first is scored.\n"

@@ -3,6 +3,7 @@
 
 #include "command.h"
 #include "settings.h"
+#include "ssm/generate.h"
 #include "ssm/json_config.h"
 #include "ssm/trainer.h"
 
@@ -11,7 +12,7 @@ using ssm::train::TrainConfig;
 
 struct Opts {
   TrainConfig t;
-  std::string arch = "mamba1", model_config, config;
+  std::string arch = "mamba1", model_config, config, device = "cpu", dtype = "f32";
   int64_t d_model = 128, n_layer = 4, d_state = 16, expand = 2, headdim = 32, chunk = 64;
   bool lti = false;
   ssm::tools::Settings settings;
@@ -53,6 +54,10 @@ ssm::tools::Command train_cmd{
       s.add(app, "training", "--beta2", t.beta2, "AdamW beta2");
       s.add(app, "training", "--clip", t.clip, "gradient clipping norm (0 = off)");
       s.add(app, "training", "--seed", t.seed, "seed (initialisation, data order, samples)");
+      s.add(app, "training", "--device", o->device,
+            "cpu, or cuda (one GPU; Mamba-1/Falcon-Mamba; f32 master weights and AdamW state)");
+      s.add(app, "training", "--dtype", o->dtype,
+            "activations on the GPU: f32, or bf16 (mixed precision: bf16 GEMMs with fp32 accumulation)");
       s.add(app, "eval", "--eval-every", t.eval_every, "validation every N steps");
       s.add(app, "eval", "--eval-batches", t.eval_batches, "validation batches");
       s.add(app, "eval", "--sample-every", t.sample_every, "print and log a text sample every N steps (0 = off)");
@@ -82,6 +87,7 @@ ssm::tools::Command train_cmd{
           "JSON holds the same tables: {\"training\": {\"steps\": 2500}, ...}.\n\n"
           "Examples:\n"
           "  ssm train --data shakespeare.txt --steps 2000 -o runs/shakespeare\n"
+          "  ssm train --data shakespeare.txt --device cuda --dtype bf16 -b 8 --seq-len 2048 -o runs/gpu\n"
           "  ssm train --config recipes/shakespeare-char/train.toml --steps 100 --sample-every 50\n"
           "  ssm train --data shakespeare.txt --arch mamba2 --d-model 256 --n-layer 6 -o runs/m2\n"
           "  ssm train --data shakespeare.txt --arch mamba3 --d-state 32 --headdim 16 -o runs/m3\n"
@@ -93,6 +99,10 @@ ssm::tools::Command train_cmd{
       return [o]() {
         if (!o->config.empty()) o->settings.apply_file(o->config);
         TrainConfig t = o->t;
+        t.device = ssm::parse_device(o->device);
+        SSM_CHECK(o->dtype == "f32" || o->dtype == "bf16" || o->dtype == "f16", "train",
+                  "--dtype must be f32, bf16 or f16, got '" + o->dtype + "'");
+        t.dtype = o->dtype == "f32" ? ssm::DType::f32 : o->dtype == "bf16" ? ssm::DType::bf16 : ssm::DType::f16;
         SSM_CHECK(t.data.empty() != t.task.empty(), "train", "give exactly one of --data FILE or --task NAME");
         SSM_CHECK(t.init_from.empty() || (o->model_config.empty() && !o->lti), "train",
                   "--init takes the model's configuration from its directory: drop --model-config / --lti");

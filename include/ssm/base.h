@@ -36,6 +36,9 @@ int cuda_device_count();       // visible CUDA devices
 uint64_t cuda_alloc_calls();   // device allocations requested so far (cached blocks included)
 void cuda_synchronize();       // waits for all queued GPU work
 void cuda_set_device(int i);   // this thread's GPU (0 .. count-1; data-parallel ranks pick LOCAL_RANK)
+uint64_t cuda_peak_bytes();      // the most device memory held by tensors at once (since start or the last reset)
+uint64_t cuda_reserved_bytes();  // device memory obtained from the driver (tensors + freed blocks kept for reuse)
+void cuda_reset_peak();          // the peak restarts from what tensors hold now
 
 // Half-precision scalars (storage formats; math is done in fp32).
 float f16_to_f32(uint16_t h);

@@ -78,8 +78,8 @@ struct LoadOptions {
   // Copy weights out of the read-only file mapping so they can be trained in place.
   bool writable = false;
   // Where the weights live and forward() runs. Device::cuda (Mamba-1 and Falcon-Mamba so far) runs
-  // inference only, with activations in weight_dtype (bf16 weights: bf16 activations, f32 residual
-  // stream and SSM state).
+  // inference and training, with activations in weight_dtype unless set_activation_dtype() says
+  // otherwise (bf16 weights: bf16 activations, f32 residual stream and SSM state).
   Device device = Device::cpu;
 };
 
@@ -101,6 +101,14 @@ class Model {
   // hidden (optional) receives the residual stream after each layer, then the final-normed output.
   Tensor forward(const Tensor& ids, InferenceState* state = nullptr, int64_t last_n = 0,
                  std::vector<Tensor>* hidden = nullptr) const;
+  // forward(ids) with the logits left in the activation dtype (GPU training: bf16 logits go straight
+  // into the loss, which computes in f32, instead of through an f32 copy).
+  Tensor forward_logits(const Tensor& ids) const;
+  // GPU only: the dtype of the activations (default: the weights' dtype). Mixed-precision training
+  // keeps f32 master weights and runs bf16 activations: GEMMs take bf16 copies of the weights with
+  // fp32 accumulation; the residual stream, norms, SSM state and loss stay f32.
+  void set_activation_dtype(DType t);
+  DType activation_dtype() const { return act_dtype_set_ ? act_dtype_ : embedding_.dtype(); }
   InferenceState new_state(int64_t batch) const;
   // Decodes one token per sequence of `state` (ids[b] for b < state.batch) and returns its logits,
   // f32 [B, V], held by the state until its next step. The same as forward() of the token with the
@@ -130,6 +138,10 @@ class Model {
   virtual size_t mixer_state_count() const = 0;
 
   ModelConfig cfg_;
+  DType act_dtype_ = DType::f32;
+  bool act_dtype_set_ = false;
+  Tensor forward_impl(const Tensor& ids, InferenceState* state, int64_t last_n, std::vector<Tensor>* hidden,
+                      bool f32_logits) const;
   Tensor embedding_;                 // [V, d_model]
   Tensor lm_head_;                   // [V, d_model] (same tensor as embedding_ when tied)
   Tensor norm_f_, norm_f_bias_;      // [d_model]

@@ -30,13 +30,19 @@ struct TrainConfig {
   std::string sample_prompt = "\n";
   double sample_temp = 0.8;
   std::string out = "runs/train";
+  // where the model trains: the CPU (f32), or one GPU (Device::cuda, Mamba-1 / Falcon-Mamba) with f32
+  // master weights and optimizer state and activations in `dtype` (bf16: mixed precision; f32).
+  // Checkpoints and the export are the same files either way (f32 tensors on the host).
+  Device device = Device::cpu;
+  DType dtype = DType::f32;
   bool resume = false;
   int64_t stop_after = 0;  // > 0: checkpoint and stop after this many steps of this invocation
 };
 
 // Runs training; returns the final validation loss. Writes into cfg.out: train.jsonl (one line per
 // step, eval and sample, and a closing summary with tokens/s and peak RSS),
-// checkpoint-<step>.safetensors (weights + AdamW state + position, atomic),
+// checkpoint-<step>.safetensors (weights + AdamW state + position, atomic; the summary also gives the
+// peak GPU memory when training on the GPU),
 // model/ (Hugging Face-format export: config.json, model.safetensors, tokenizer.json) and loss.svg.
 // A non-finite loss or gradient norm stops the run before the optimizer step (the checkpoints on
 // disk stay as they were); so does a checkpoint that cannot be written (the previous one is kept).

@@ -61,7 +61,7 @@ void run_backward(const Tensor& root, const Tensor& grad_output_in) {
   if (!grad_output.defined()) {
     SSM_CHECK(root.numel() == 1, "backward",
               "backward() without a gradient needs a single-element tensor, got shape " + shape_str(root.shape()));
-    grad_output = Tensor::full(root.shape(), 1.0, root.dtype());
+    grad_output = Tensor::full(root.shape(), 1.0, root.dtype()).to(root.device());
   }
   SSM_CHECK(grad_output.shape() == root.shape(), "backward",
             "gradient shape " + shape_str(grad_output.shape()) + " does not match " + shape_str(root.shape()));

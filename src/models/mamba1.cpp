@@ -81,8 +81,17 @@ class Mamba1Model : public Model {
     const auto& c = cfg_;
     const Mamba1Layer& l = layers_[size_t(li)];
     const int64_t B = h.size(0), L = h.size(1), Di = c.d_inner, N = c.d_state;
-    Tensor xz = linear(h, l.in_proj, l.in_proj_b);  // [B, L, 2*Di]
-    Tensor x = xz.slice(2, 0, Di), z = xz.slice(2, Di, 2 * Di);
+    Tensor x, z;  // [B, L, Di] each
+    if (h.device() == Device::cuda) {
+      // On the GPU the two halves of in_proj are two GEMMs over row views of its weight: x and z come
+      // out contiguous, and training scatters no slice gradients back into a [B, L, 2*Di] tensor.
+      auto half = [&](const Tensor& t, int64_t k) { return t.defined() ? t.slice(0, k * Di, (k + 1) * Di) : Tensor(); };
+      x = linear(h, half(l.in_proj, 0), half(l.in_proj_b, 0));
+      z = linear(h, half(l.in_proj, 1), half(l.in_proj_b, 1));
+    } else {
+      Tensor xz = linear(h, l.in_proj, l.in_proj_b);  // [B, L, 2*Di]
+      x = xz.slice(2, 0, Di), z = xz.slice(2, Di, 2 * Di);
+    }
     Conv1dOut conv = causal_conv1d(x.contiguous(), l.conv_w.view({Di, c.d_conv}), l.conv_b, st ? (*st)[0] : Tensor(), true);
     Tensor xs = conv.y;                             // [B, L, Di]
     SelectiveScanArgs a;

@@ -108,7 +108,22 @@ InferenceState Model::new_state(int64_t batch) const {
   return s;
 }
 
+void Model::set_activation_dtype(DType t) {
+  SSM_CHECK(t == DType::f32 || t == DType::bf16 || t == DType::f16, "model",
+            std::string("activation dtype must be f32, bf16 or f16, got ") + dtype_name(t));
+  SSM_CHECK(device() == Device::cuda || t == DType::f32, "model", "half-precision activations need --device cuda");
+  act_dtype_ = t;
+  act_dtype_set_ = true;
+}
+
 Tensor Model::forward(const Tensor& ids, InferenceState* state, int64_t last_n, std::vector<Tensor>* hidden) const {
+  return forward_impl(ids, state, last_n, hidden, true);
+}
+
+Tensor Model::forward_logits(const Tensor& ids) const { return forward_impl(ids, nullptr, 0, nullptr, false); }
+
+Tensor Model::forward_impl(const Tensor& ids, InferenceState* state, int64_t last_n, std::vector<Tensor>* hidden,
+                           bool f32_logits) const {
   SSM_CHECK(ids.defined() && ids.dim() == 2 && (ids.dtype() == DType::i64 || ids.dtype() == DType::i32), "model",
             "input ids must be an integer tensor [batch, length], got " + (ids.defined() ? ids.str(0) : "undefined"));
   const int64_t B = ids.size(0), L = ids.size(1);
@@ -119,7 +134,7 @@ Tensor Model::forward(const Tensor& ids, InferenceState* state, int64_t last_n, 
   }
   Tensor x = embedding(embedding_, ids);  // [B, L, d_model] f32
   // On the GPU the activations take the weights' dtype (a bf16 model runs bf16 activations).
-  if (device() == Device::cuda) x = x.to(embedding_.dtype());
+  if (device() == Device::cuda) x = x.to(activation_dtype());
   Tensor residual;
   auto add_norm = [&](const Tensor& in, const Tensor& res, const Tensor& w, const Tensor& b) {
     return cfg_.rms_norm ? rms_norm_add(in, res, w, cfg_.norm_eps) : layer_norm_add(in, res, w, b, cfg_.norm_eps);
@@ -134,7 +149,8 @@ Tensor Model::forward(const Tensor& ids, InferenceState* state, int64_t last_n, 
   if (hidden) hidden->push_back(fin.out);
   Tensor h = fin.out;
   if (last_n > 0 && last_n < L) h = h.slice(1, L - last_n, L);
-  return linear(h, lm_head_).to(DType::f32);  // [B, L', V]
+  Tensor logits = linear(h, lm_head_);  // [B, L', V]
+  return f32_logits ? logits.to(DType::f32) : logits;
 }
 
 std::vector<std::pair<std::string, Tensor>> Model::named_parameters() const { return params_; }

@@ -1,11 +1,12 @@
 // The forward ops on GPU tensors: argument checks, output allocation and the CUDA kernels of
-// src/backend/cuda (elementwise.cu, norm_conv.cu, gemm.cu). No autograd: a GPU op whose inputs
-// require grad fails naming the op (the selective scan is the one GPU op with a backward).
+// src/backend/cuda (elementwise.cu, norm_conv.cu, gemm.cu), and their autograd records, whose
+// backward passes live in cuda_train.cpp.
 #include "ops/cuda_ops.h"
 
 #include <cmath>
 #include <cstdlib>
 
+#include "ops/cuda_train.h"
 #include "ops/op_util.h"
 
 #ifdef SSM_HAVE_CUDA
@@ -54,6 +55,22 @@ cuda::Walk walk(const Shape& shape, const Shape& s0, const Shape& s1, const Shap
     w.s1[d] = s1[d];
     w.s2[d] = s2.empty() ? 0 : s2[d];
   }
+  // Merge each dim into the previous kept one where every operand walks the two as one (outer stride =
+  // inner stride × inner size), and drop size-1 dims: fewer index divisions per element.
+  int o = 0;
+  for (int d = 0; d < w.nd; ++d) {
+    if (w.shape[d] == 1) continue;
+    const int64_t n = w.shape[d];
+    if (o > 0 && w.s0[o - 1] == w.s0[d] * n && w.s1[o - 1] == w.s1[d] * n && w.s2[o - 1] == w.s2[d] * n) {
+      w.shape[o - 1] *= n;
+      w.s0[o - 1] = w.s0[d], w.s1[o - 1] = w.s1[d], w.s2[o - 1] = w.s2[d];
+    } else {
+      w.shape[o] = n, w.s0[o] = w.s0[d], w.s1[o] = w.s1[d], w.s2[o] = w.s2[d];
+      ++o;
+    }
+  }
+  if (o == 0) w.shape[0] = 1, w.s0[0] = w.s1[0] = w.s2[0] = 0, o = 1;  // one element (or a scalar)
+  w.nd = o;
   return w;
 }
 
@@ -82,10 +99,6 @@ void cuda_copy(const Tensor& dst, const Tensor& src) {
 namespace detail {
 namespace {
 
-void no_grad(const char* op, const std::vector<Tensor>& in) {
-  SSM_CHECK(!autograd::needs_grad(in), op,
-            "no CUDA backward for this op yet; run the GPU forward under autograd::NoGradGuard (train on the CPU)");
-}
 void check_gpu(const char* op, const Tensor& t, const char* name) {
   check_defined(op, t, name);
   SSM_CHECK(t.device() == kGpu, op,
@@ -115,9 +128,17 @@ bool cuda_tf32() {
 
 Tensor unary_cuda(const char* op, CudaUnary f, const Tensor& x, double param) {
   check_act(op, x, "x");
-  no_grad(op, {x});
   Tensor xc = cont(x), y = Tensor::empty(x.shape(), x.dtype(), kGpu);
   cuda::unary(cuda::Unary(int(f)), x.dtype(), xc.raw_data(), y.raw_data(), x.numel(), float(param));
+  if (autograd::needs_grad({&x})) {
+    // silu and softplus need the input, exp its output, neg neither.
+    Tensor xd = f == CudaUnary::silu || f == CudaUnary::softplus ? xc.detach() : Tensor();
+    Tensor yd = f == CudaUnary::exp ? y.detach() : Tensor();
+    autograd::record(op, {x}, {&y}, [f, xd, yd, param](const std::vector<Tensor>& g) -> std::vector<Tensor> {
+      if (!g[0].defined()) return {Tensor()};
+      return {unary_backward_cuda(f, xd, yd, g[0], param)};
+    });
+  }
   return y;
 }
 
@@ -125,11 +146,25 @@ Tensor binary_cuda(const char* op, CudaBinary f, const Tensor& a, const Tensor& 
   check_act(op, a, "a");
   check_act(op, b, "b");
   check_same_dtype(op, a, "a", b, "b");
-  no_grad(op, {a, b});
   const Shape shape = broadcast_shapes(op, a.shape(), b.shape());
-  Tensor ae = a.expand(shape), be = b.expand(shape), out = Tensor::empty(shape, a.dtype(), kGpu);
-  cuda::binary(cuda::Binary(int(f)), a.dtype(), walk(shape, out.strides(), ae.strides(), be.strides()), out.raw_data(),
-               ae.raw_data(), be.raw_data());
+  Tensor out = Tensor::empty(shape, a.dtype(), kGpu);
+  {
+    autograd::NoGradGuard ng;
+    Tensor ae = a.expand(shape), be = b.expand(shape);
+    cuda::binary(cuda::Binary(int(f)), a.dtype(), walk(shape, out.strides(), ae.strides(), be.strides()),
+                 out.raw_data(), ae.raw_data(), be.raw_data());
+  }
+  if (autograd::needs_grad({&a, &b})) {
+    const bool na = a.requires_grad(), nb = b.requires_grad();
+    const bool keep = f == CudaBinary::mul || f == CudaBinary::div;  // the ops whose gradients read the inputs
+    Tensor ad = keep ? a.detach() : Tensor(), bd = keep ? b.detach() : Tensor();
+    Tensor od = f == CudaBinary::div ? out.detach() : Tensor();
+    const Shape as = a.shape(), bs = b.shape();
+    autograd::record(op, {a, b}, {&out}, [f, ad, bd, od, as, bs, na, nb](const std::vector<Tensor>& g) {
+      if (!g[0].defined()) return std::vector<Tensor>(2);
+      return binary_backward_cuda(f, ad, bd, od, g[0], as, bs, na, nb);
+    });
+  }
   return out;
 }
 
@@ -148,20 +183,34 @@ Tensor linear_cuda(const Tensor& x, const Tensor& w, const Tensor& bias) {
                 " (on the GPU they must match, or one be f32)");
   if (bias.defined())
     check_param(op, bias, "bias", {O});
-  no_grad(op, {x, w, bias});
   const DType cdt = x.dtype() == DType::f32 ? w.dtype() : x.dtype();  // the half dtype when they differ
   Shape out_shape(x.shape().begin(), x.shape().end() - 1);
   const int64_t R = shape_numel(out_shape);
   out_shape.push_back(O);
   Tensor out = Tensor::empty(out_shape, x.dtype(), kGpu);  // [..., O]
+  Tensor xc, wc;  // x [R, I] and w in the GEMM dtype, kept for the backward
+  {
+    autograd::NoGradGuard ng;
+    xc = x.contiguous().to(cdt).view({R, I});
+    wc = w.contiguous().to(cdt);
+  }
   if (I == 0) {
     out.fill_(0);
   } else {
-    Tensor xc = cont(x).to(cdt), wc = cont(w).to(cdt);
     cuda::gemm(cdt, x.dtype(), xc.raw_data(), wc.raw_data(), out.raw_data(), R, I, O, cuda_tf32());
   }
   if (bias.defined())
     cuda::add_bias(x.dtype(), out.raw_data(), fptr(bias), R, O);
+  if (autograd::needs_grad({&x, &w, &bias})) {
+    LinearSaved s{xc.detach(), wc.detach(), x.shape(), cdt, x.dtype(), w.dtype(),
+                  x.requires_grad(), w.requires_grad(), bias.defined() && bias.requires_grad()};
+    if (!s.gw) s.x = Tensor();  // dw needs x, dx needs w, the bias gradient neither
+    if (!s.gx) s.w = Tensor();
+    autograd::record(op, {x, w, bias}, {&out}, [s, R, I, O](const std::vector<Tensor>& g) {
+      if (!g[0].defined()) return std::vector<Tensor>(3);
+      return linear_backward_cuda(s, g[0], R, I, O);
+    });
+  }
   return out;
 }
 
@@ -172,7 +221,6 @@ Tensor embedding_cuda(const Tensor& weight, const Tensor& ids) {
   check_defined(op, ids, "ids");
   SSM_CHECK(ids.dtype() == DType::i64 || ids.dtype() == DType::i32, op,
             std::string("ids must be i64 or i32, got ") + dtype_name(ids.dtype()));
-  no_grad(op, {weight});
   const int64_t V = weight.size(0), D = weight.size(1), n = ids.numel();
   std::vector<int64_t> idv = ids.to_vector_i64();  // [n], checked on the host
   for (int64_t t = 0; t < n; ++t)
@@ -186,6 +234,12 @@ Tensor embedding_cuda(const Tensor& weight, const Tensor& ids) {
   Tensor wc = cont(weight);
   cuda::embedding(wc.dtype(), wc.raw_data(), static_cast<const int64_t*>(dev_ids.raw_data()),
                   static_cast<float*>(out.raw_data()), n, D);
+  if (autograd::needs_grad({&weight}))
+    autograd::record(op, {weight, ids}, {&out}, [dev_ids, V](const std::vector<Tensor>& g) {
+      std::vector<Tensor> r(2);
+      if (g[0].defined()) r[0] = embedding_backward_cuda(g[0], dev_ids, V);
+      return r;
+    });
   return out;
 }
 
@@ -201,7 +255,6 @@ NormAdd rms_norm_cuda(const char* op, const Tensor& x, const Tensor& residual, c
     check_shape(op, residual, x.shape(), "residual");
   }
   SSM_CHECK(eps >= 0 && std::isfinite(eps), op, "eps must be finite and >= 0, got " + std::to_string(eps));
-  no_grad(op, {x, residual, w});
   Tensor xc = cont(x), rc = cont(residual);
   NormAdd r;
   r.out = Tensor::empty(x.shape(), x.dtype(), kGpu);
@@ -209,6 +262,18 @@ NormAdd rms_norm_cuda(const char* op, const Tensor& x, const Tensor& residual, c
     r.residual = Tensor::empty(x.shape(), DType::f32, kGpu);
   cuda::rms_norm(x.dtype(), xc.raw_data(), fptr(rc), add ? static_cast<float*>(r.residual.raw_data()) : nullptr,
                  fptr(w), r.out.raw_data(), rows, C, float(eps));
+  if (autograd::needs_grad({&x, &residual, &w})) {
+    // The backward recomputes the row statistics from the norm's input: the f32 residual output of the
+    // fused add, or x itself.
+    Tensor xd = add ? Tensor() : xc.detach(), rd = add ? r.residual.detach() : Tensor(), wd = w.detach();
+    const bool has_res = residual.defined(), need_w = w.requires_grad();
+    const DType xdt = x.dtype();
+    std::vector<Tensor*> outs{&r.out};
+    if (add) outs.push_back(&r.residual);
+    autograd::record(op, {x, residual, w}, outs, [xd, rd, wd, eps, xdt, has_res, need_w](const std::vector<Tensor>& g) {
+      return rms_norm_backward_cuda(xd, rd, wd, eps, xdt, has_res, need_w, g[0], g.size() > 1 ? g[1] : Tensor());
+    });
+  }
   return r;
 }
 
@@ -230,11 +295,19 @@ Conv1dOut causal_conv1d_cuda(const Tensor& x, const Tensor& w, const Tensor& bia
     check_same_dtype(op, initial_state, "initial_state", x, "x");
     check_shape(op, initial_state, {B, W - 1, D}, "initial_state");
   }
-  no_grad(op, {x, w, bias, initial_state});
   Tensor xc = cont(x), wc = cont(w), h0 = cont(initial_state);
   Conv1dOut r{Tensor::empty({B, L, D}, x.dtype(), kGpu), Tensor::empty({B, W - 1, D}, x.dtype(), kGpu)};
   cuda::conv1d(x.dtype(), xc.raw_data(), fptr(wc), fptr(bias), h0.defined() ? h0.raw_data() : nullptr, r.y.raw_data(),
                r.final_state.raw_data(), B, L, D, W, silu);
+  if (autograd::needs_grad({&x, &w, &bias, &initial_state})) {
+    Tensor xd = xc.detach(), wd = wc.detach(), bd = bias.defined() ? bias.detach() : Tensor();
+    Tensor hd = h0.defined() ? h0.detach() : Tensor();
+    autograd::record(op, {x, w, bias, initial_state}, {&r.y, &r.final_state},
+                     [xd, wd, bd, hd, silu](const std::vector<Tensor>& g) {
+                       if (!g[0].defined() && !g[1].defined()) return std::vector<Tensor>(4);
+                       return conv1d_backward_cuda(xd, wd, bd, hd, silu, g[0], g[1]);
+                     });
+  }
   return r;
 }
 
@@ -256,14 +329,28 @@ Tensor concat_cuda(const std::vector<Tensor>& xs, int64_t dim) {
                   shape_str(x0.shape()) + " outside dimension " + std::to_string(d));
     shape[size_t(d)] += xs[i].size(d);
   }
-  no_grad(op, xs);
   Tensor out = Tensor::empty(shape, x0.dtype(), kGpu);
-  autograd::NoGradGuard ng;
-  int64_t at = 0;
-  for (const Tensor& x : xs) {
-    out.narrow(d, at, x.size(d)).copy_(x);
-    at += x.size(d);
+  std::vector<int64_t> sizes;
+  {
+    autograd::NoGradGuard ng;
+    int64_t at = 0;
+    for (const Tensor& x : xs) {
+      out.narrow(d, at, x.size(d)).copy_(x);
+      at += x.size(d);
+      sizes.push_back(x.size(d));
+    }
   }
+  if (autograd::needs_grad(xs))
+    autograd::record(op, xs, {&out}, [sizes, d](const std::vector<Tensor>& g) {
+      std::vector<Tensor> r(sizes.size());
+      if (!g[0].defined()) return r;
+      int64_t at = 0;
+      for (size_t i = 0; i < sizes.size(); ++i) {
+        r[i] = g[0].narrow(d, at, sizes[i]).contiguous();
+        at += sizes[i];
+      }
+      return r;
+    });
   return out;
 }
 

@@ -12,6 +12,7 @@
 #endif
 
 #include "ops/cuda_ops.h"
+#include "ops/cuda_train.h"
 #include "ops/fast_math.h"
 #include "ops/op_util.h"
 #include "ops/reference/elementwise.h"
@@ -226,6 +227,7 @@ Tensor div(const Tensor& a, const Tensor& b) {
 
 // ---- scalar and simple unary ops ---------------------------------------------------------------------------
 Tensor add_scalar(const Tensor& x_in, double s) {
+  if (x_in.defined() && x_in.device() == Device::cuda) return detail::affine_cuda("add_scalar", x_in, 1.0, s);
   check_input("add_scalar", x_in, "x");
   Tensor x = cont(x_in);
   float sf = float(s);
@@ -235,6 +237,7 @@ Tensor add_scalar(const Tensor& x_in, double s) {
 }
 
 Tensor mul_scalar(const Tensor& x_in, double s) {
+  if (x_in.defined() && x_in.device() == Device::cuda) return detail::affine_cuda("mul_scalar", x_in, s, 0.0);
   check_input("mul_scalar", x_in, "x");
   Tensor x = cont(x_in);
   float sf = float(s);

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "ops/cuda_train.h"
 #include "ops/fast_math.h"
 #include "ops/op_util.h"
 #include "ops/reference/reduce.h"
@@ -111,6 +112,8 @@ void sum_fast(const Tensor& x, const std::vector<bool>& red, float* out, float s
 }
 
 Tensor sum_impl(const char* op, const Tensor& x_in, const std::vector<int64_t>& dims, bool keepdim, bool is_mean) {
+  if (x_in.defined() && x_in.device() == Device::cuda)
+    return detail::sum_cuda(op, x_in, reduced_flags(op, x_in, dims), keepdim, is_mean);
   detail::check_float(op, x_in, "x");
   SSM_NO_CUDA(op, x_in);
   std::vector<bool> red = reduced_flags(op, x_in, dims);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "ops/cuda_train.h"
 #include "ops/fast_math.h"
 #include "ops/op_util.h"
 #include "ops/reference/softmax.h"
@@ -77,6 +78,7 @@ void softmax_fast(const float* x, float* y, int64_t outer, int64_t n, int64_t in
 }
 
 Tensor softmax_impl(const char* op, const Tensor& x_in, int64_t dim, bool log) {
+  if (x_in.defined() && x_in.device() == Device::cuda) return detail::softmax_cuda(op, x_in, dim, log);
   detail::check_float(op, x_in, "x");
   SSM_NO_CUDA(op, x_in);
   int64_t d = detail::wrap_dim(op, dim, x_in.dim());
@@ -113,6 +115,8 @@ Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl("log_soft
 
 Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets_in, int64_t ignore_index) {
   const char* op = "cross_entropy";
+  if (logits_in.defined() && logits_in.device() == Device::cuda)
+    return detail::cross_entropy_cuda(logits_in, targets_in, ignore_index);
   detail::check_float(op, logits_in, "logits");
   detail::check_defined(op, targets_in, "targets");
   SSM_NO_CUDA(op, logits_in);

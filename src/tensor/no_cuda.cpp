@@ -14,5 +14,9 @@ int cuda_device_count() { return 0; }
 uint64_t cuda_alloc_calls() { return 0; }
 void cuda_synchronize() {}
 void cuda_set_device(int) { fail("cuda", "this build of ssm has no CUDA backend (rebuild with nvcc installed)"); }
+uint64_t cuda_peak_bytes() { return 0; }
+uint64_t cuda_reserved_bytes() { return 0; }
+void cuda_reset_peak() {}
+void cuda_memset0(void*, size_t) { fail("cuda", "this build of ssm has no CUDA backend (rebuild with nvcc installed)"); }
 }  // namespace ssm
 #endif

@@ -14,6 +14,7 @@ namespace ssm {
 
 void cuda_memcpy(void* dst, const void* src, size_t bytes, bool dst_on_device, bool src_on_device);
 void cuda_copy(const Tensor& dst, const Tensor& src);  // src/ops/cuda_ops.cpp: strided or casting copies
+void cuda_memset0(void* p, size_t bytes);             // src/backend/cuda/device.cu
 
 std::string shape_str(const Shape& s) {
   std::string r = "[";
@@ -169,7 +170,7 @@ Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   check_shape_valid(shape);
   size_t bytes = size_t(shape_numel(shape)) * dtype_size(dtype);
   Tensor t(new_impl(Storage::allocate(bytes, device, device == Device::cpu), 0, shape, contiguous_strides(shape), dtype));
-  if (device != Device::cpu) t.fill_(0);
+  if (device != Device::cpu) cuda_memset0(t.raw_data(), bytes);
   return t;
 }
 
@@ -348,8 +349,9 @@ Tensor Tensor::slice(int64_t d, int64_t start, int64_t end, int64_t step) const 
   Tensor out(new_impl(impl_->storage, off, sh, st, dtype()));
   Shape orig = shape();
   DType dt = dtype();
-  record_unary("slice", *this, out, [orig, dt, d, start, end, step](const Tensor& g) {
-    Tensor r = Tensor::zeros(orig, dt);
+  Device dev = device();
+  record_unary("slice", *this, out, [orig, dt, dev, d, start, end, step](const Tensor& g) {
+    Tensor r = Tensor::zeros(orig, dt, dev);
     r.slice(d, start, end, step).copy_(g);
     return r;
   });
@@ -475,6 +477,10 @@ Tensor Tensor::to(Device dev) const {
 void Tensor::fill_(double value) {
   SSM_CHECK(!impl_->storage->read_only(), "fill_", "tensor is read-only (a memory-mapped weight)");
   if (device() != Device::cpu) {
+    if (value == 0 && is_contiguous()) {  // +0.0 is all-zero bytes in every dtype
+      cuda_memset0(raw_data(), nbytes());
+      return;
+    }
     Tensor host = full(shape(), value, dtype());
     copy_(host);
     return;

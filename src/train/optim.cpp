@@ -6,6 +6,7 @@
 #include "ssm/autograd.h"
 #include "ssm/ops.h"
 #include "ssm/train.h"
+#include "train/optim_cuda.h"
 
 namespace ssm::train {
 
@@ -13,6 +14,16 @@ Tensor lm_loss(const Model& model, const Tensor& ids) {
   SSM_CHECK(ids.defined() && ids.dim() == 2 && ids.size(1) >= 2, "lm_loss",
             "ids must be [batch, length] with length >= 2");
   const int64_t B = ids.size(0), L = ids.size(1);
+  if (model.device() == Device::cuda) {
+    // On the GPU the logits stay in the activation dtype, and the last position of each row is
+    // ignored (-100) instead of sliced off: the same mean over B·(L-1) targets, no copy of the logits.
+    const std::vector<int64_t> v = ids.to_vector_i64();
+    std::vector<int64_t> t(v.size());
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t l = 0; l < L; ++l) t[size_t(b * L + l)] = l + 1 < L ? v[size_t(b * L + l + 1)] : -100;
+    Tensor logits = model.forward_logits(ids);  // [B, L, V]
+    return cross_entropy(logits.view({B * L, logits.size(2)}), Tensor::from_vector(t, {B * L}), -100);
+  }
   Tensor logits = model.forward(ids);  // [B, L, V]
   Tensor pred = logits.slice(1, 0, L - 1).contiguous().view({B * (L - 1), logits.size(2)});
   Tensor target = ids.slice(1, 1, L).contiguous().view({B * (L - 1)});
@@ -22,14 +33,14 @@ Tensor lm_loss(const Model& model, const Tensor& ids) {
 Tensor masked_lm_loss(const Model& model, const Tensor& inputs, const Tensor& targets) {
   SSM_CHECK(inputs.shape() == targets.shape() && inputs.dim() == 2, "masked_lm_loss",
             "inputs and targets must both be [batch, length]");
-  Tensor logits = model.forward(inputs);  // [B, L, V]
+  Tensor logits = model.forward_logits(inputs);  // [B, L, V] (f32 on the CPU; the activation dtype on the GPU)
   const int64_t n = inputs.size(0) * inputs.size(1);
   return cross_entropy(logits.view({n, logits.size(2)}), targets.contiguous().view({n}), -100);
 }
 
 double masked_accuracy(const Model& model, const Tensor& inputs, const Tensor& targets) {
   autograd::NoGradGuard ng;
-  Tensor pred = argmax(model.forward(inputs), -1);  // [B, L]
+  Tensor pred = argmax(model.forward(inputs).to(Device::cpu), -1);  // [B, L]
   auto p = pred.to_vector_i64(), t = targets.to_vector_i64();
   int64_t hit = 0, total = 0;
   for (size_t i = 0; i < t.size(); ++i) {
@@ -52,8 +63,10 @@ AdamW::AdamW(std::vector<std::pair<std::string, Tensor>> params, AdamWConfig cfg
   for (auto& [name, p] : params_) {
     SSM_CHECK(p.dtype() == DType::f32 && p.is_contiguous() && !p.storage()->read_only(), "adamw",
               "parameter '" + name + "' must be a writable contiguous f32 tensor (load with writable weights)");
-    m_.push_back(Tensor::zeros(p.shape()));
-    v_.push_back(Tensor::zeros(p.shape()));
+    SSM_CHECK(p.device() == params_.front().second.device(), "adamw",
+              "parameter '" + name + "' is on another device than the first parameter");
+    m_.push_back(Tensor::zeros(p.shape(), DType::f32, p.device()));
+    v_.push_back(Tensor::zeros(p.shape(), DType::f32, p.device()));
   }
 }
 
@@ -65,6 +78,12 @@ void AdamW::step(double lr) {
     Tensor g = p.grad();
     if (!g.defined()) continue;
     g = g.to(DType::f32).contiguous();
+    if (p.device() == Device::cuda) {
+      const float wd = no_weight_decay(params_[k].first) ? 0.f : float(lr * cfg_.weight_decay);
+      gpu::adamw_(p, g, m_[k], v_[k], float(lr / bc1), float(cfg_.beta1), float(cfg_.beta2), float(cfg_.eps), wd,
+                  float(1.0 / std::sqrt(bc2)));
+      continue;
+    }
     const float* gp = g.data<float>();
     float *pp = p.data<float>(), *m = m_[k].data<float>(), *v = v_[k].data<float>();
     const float b1 = float(cfg_.beta1), b2 = float(cfg_.beta2), eps = float(cfg_.eps);
@@ -112,10 +131,15 @@ double clip_grad_norm(const std::vector<std::pair<std::string, Tensor>>& params,
   // Sum of squares in f64, then (if clipping) every gradient scaled in place: no copies of the
   // gradients (a mamba-130m step spent 7 % of its time in them).
   double sq = 0;
+  std::vector<Tensor> on_gpu;  // f32 contiguous GPU gradients: one reduction on the device
   for (const auto& [name, p] : params) {
     Tensor g = p.grad();
     if (!g.defined()) continue;
-    if (g.dtype() == DType::f32 && g.is_contiguous()) {
+    if (g.device() == Device::cuda && g.dtype() == DType::f32 && g.is_contiguous()) {
+      on_gpu.push_back(g);
+    } else if (g.device() == Device::cuda) {
+      for (double x : g.to_vector_f64()) sq += x * x;
+    } else if (g.dtype() == DType::f32 && g.is_contiguous()) {
       // Fixed blocks summed in a fixed order: the same norm on any thread count.
       const float* d = g.data<float>();
       const int64_t n = g.numel(), blk = 1 << 16, nb = (n + blk - 1) / blk;
@@ -136,6 +160,7 @@ double clip_grad_norm(const std::vector<std::pair<std::string, Tensor>>& params,
       for (double x : g.to_vector_f64()) sq += x * x;
     }
   }
+  if (!on_gpu.empty()) sq += gpu::sum_squares(on_gpu);
   double norm = std::sqrt(sq);
   if (max_norm > 0 && norm > max_norm) {
     autograd::NoGradGuard ng;
@@ -143,7 +168,9 @@ double clip_grad_norm(const std::vector<std::pair<std::string, Tensor>>& params,
     for (const auto& [name, p] : params) {
       Tensor t = p, g = p.grad();
       if (!g.defined()) continue;
-      if (g.dtype() == DType::f32 && g.is_contiguous()) {
+      if (g.device() == Device::cuda && g.dtype() == DType::f32 && g.is_contiguous()) {
+        gpu::scale_(g, float(s));
+      } else if (g.dtype() == DType::f32 && g.is_contiguous() && g.device() == Device::cpu) {
         float* d = g.data<float>();
         const float sf = float(s);
         parallel_for(g.numel(), 1 << 15, [&](int64_t i0, int64_t i1) {

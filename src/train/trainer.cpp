@@ -127,6 +127,9 @@ std::string fmt_time(double s) {
 double run_training(const TrainConfig& cfg) {
   SSM_CHECK(cfg.steps >= 1 && cfg.grad_accum >= 1, "train", "steps and grad_accum must be >= 1");
   SSM_CHECK(cfg.batch >= 1 && cfg.seq_len >= 1, "train", "batch and seq_len must be >= 1");
+  const bool gpu = cfg.device == Device::cuda;
+  SSM_CHECK(gpu || cfg.dtype == DType::f32, "train", "--dtype bf16/f16 needs --device cuda (the CPU trains in f32)");
+  SSM_CHECK(!gpu || cuda_device_count() > 0, "train", "--device cuda: no CUDA device is visible");
   const bool is_task = !cfg.task.empty();
   SSM_CHECK(cfg.sample_every <= 0 || !is_task, "train",
             "text samples (--sample-every) need text data (--data), not a synthetic task");
@@ -180,6 +183,7 @@ double run_training(const TrainConfig& cfg) {
   if (!cfg.init_from.empty()) {  // fine-tuning: the model directory's configuration and weights
     LoadOptions lo;
     lo.writable = true;
+    lo.device = cfg.device;
     model = Model::load(cfg.init_from, lo);
     mc = model->config();
     const int64_t need = is_task ? cfg.task_vocab : tok.vocab_size();
@@ -190,7 +194,11 @@ double run_training(const TrainConfig& cfg) {
     mc = cfg.model;
     mc.vocab_size = is_task ? cfg.task_vocab : std::max<int64_t>(mc.vocab_size, tok.vocab_size());
     mc.vocab_size_real = is_task ? cfg.task_vocab : tok.vocab_size();
-    model = Model::create(mc, cfg.seed);
+    model = Model::create(mc, cfg.seed, DType::f32, cfg.device);
+  }
+  if (gpu) {
+    model->set_activation_dtype(cfg.dtype);
+    cuda_reset_peak();
   }
   auto params = model->named_parameters();
   for (auto& [n, p] : params) p.set_requires_grad(true);
@@ -232,7 +240,7 @@ double run_training(const TrainConfig& cfg) {
                "| model                | %-44s |\n| parameters           | %-44lld |\n"
                "| data                 | %-44s |\n| tokens train / val   | %-44s |\n"
                "| batch x seq x accum  | %-44s |\n| steps / warmup       | %-44s |\n"
-               "| lr max / min         | %-44s |\n| threads              | %-44d |\n"
+               "| lr max / min         | %-44s |\n| device               | %-44s |\n"
                "| output               | %-44s |\n"
                "+----------------------+----------------------------------------------+\n",
                mc.summary().substr(0, 44).c_str(), static_cast<long long>(model->num_parameters()),
@@ -241,13 +249,17 @@ double run_training(const TrainConfig& cfg) {
                         : std::to_string(train_loader.size()) + " / " + std::to_string(val_loader.size())).c_str(),
                (std::to_string(cfg.batch) + " x " + std::to_string(seq_tokens) + " x " + std::to_string(cfg.grad_accum)).c_str(),
                (std::to_string(cfg.steps) + " / " + std::to_string(cfg.warmup)).c_str(),
-               (std::to_string(cfg.lr) + " / " + std::to_string(cfg.min_lr)).c_str(), num_threads(), cfg.out.c_str());
+               (std::to_string(cfg.lr) + " / " + std::to_string(cfg.min_lr)).c_str(),
+               (gpu ? std::string("cuda, ") + dtype_name(cfg.dtype) + " activations, f32 weights"
+                    : "cpu, " + std::to_string(num_threads()) + " threads")
+                   .c_str(),
+               cfg.out.c_str());
 
   std::ofstream log(fs::path(cfg.out) / "train.jsonl", cfg.resume ? std::ios::app : std::ios::trunc);
   auto save_ckpt = [&](int64_t step) {
-    std::vector<std::pair<std::string, Tensor>> ts;
-    for (auto& [n, p] : params) ts.push_back({"param." + n, p.detach()});
-    for (auto& [n, t] : opt.state()) ts.push_back({"opt." + n, t});
+    std::vector<std::pair<std::string, Tensor>> ts;  // on the host: the same file from CPU and GPU runs
+    for (auto& [n, p] : params) ts.push_back({"param." + n, p.detach().to(Device::cpu)});
+    for (auto& [n, t] : opt.state()) ts.push_back({"opt." + n, t.to(Device::cpu)});
     std::map<std::string, std::string> meta{{"config", mc.to_json()},
                                             {"step", std::to_string(step)},
                                             {"data_position", std::to_string(train_loader.position())},
@@ -315,6 +327,7 @@ double run_training(const TrainConfig& cfg) {
     double norm = clip_grad_norm(params, cfg.clip);
     if (!std::isfinite(norm)) stop_bad("the gradient norm", norm, step);
     opt.step(lr);
+    if (gpu) cuda_synchronize();  // the step's time includes its GPU work
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - ts).count();
     step_ms.push_back(ms);
     double tok_s = double(cfg.batch * seq_tokens * cfg.grad_accum) / (ms / 1000);
@@ -361,15 +374,25 @@ double run_training(const TrainConfig& cfg) {
     for (double m : step_ms) total_s += m / 1000;
     double tok_step = double(cfg.batch * seq_tokens * cfg.grad_accum);
     double rss_mib = double(peak_rss_bytes()) / (1 << 20);
-    log << json{{"summary", true},          {"steps", int64_t(step_ms.size())}, {"step_seconds", total_s},
-                {"median_ms", med},         {"median_tok_s", tok_step / (med / 1000)},
-                {"tok_s", tok_step * double(step_ms.size()) / total_s}, {"peak_rss_mib", rss_mib}}
-               .dump()
-        << "\n";
+    json summary{{"summary", true},          {"steps", int64_t(step_ms.size())}, {"step_seconds", total_s},
+                 {"median_ms", med},         {"median_tok_s", tok_step / (med / 1000)},
+                 {"tok_s", tok_step * double(step_ms.size()) / total_s}, {"peak_rss_mib", rss_mib}};
+    std::string gpu_mem;
+    if (gpu) {  // tensors' peak, and what the block cache holds from the driver
+      const double peak = double(cuda_peak_bytes()) / (1 << 20), held = double(cuda_reserved_bytes()) / (1 << 20);
+      summary["device"] = "cuda";
+      summary["dtype"] = dtype_name(cfg.dtype);
+      summary["peak_gpu_mib"] = peak;
+      summary["reserved_gpu_mib"] = held;
+      char b[128];
+      std::snprintf(b, sizeof b, "; peak GPU memory %.0f MiB in tensors (%.0f MiB held)", peak, held);
+      gpu_mem = b;
+    }
+    log << summary.dump() << "\n";
     log.flush();
-    std::fprintf(stderr, "%lld steps in %s of step time: median %.1f ms/step, %.0f tok/s; peak RSS %.0f MiB\n",
+    std::fprintf(stderr, "%lld steps in %s of step time: median %.1f ms/step, %.0f tok/s; peak RSS %.0f MiB%s\n",
                  static_cast<long long>(step_ms.size()), fmt_time(total_s).c_str(), med, tok_step / (med / 1000),
-                 rss_mib);
+                 rss_mib, gpu_mem.c_str());
   }
   if (g_stop || stop_early()) {
     save_ckpt(step);
@@ -381,7 +404,7 @@ double run_training(const TrainConfig& cfg) {
   fs::path mdir = fs::path(cfg.out) / "model";
   fs::create_directories(mdir);
   std::vector<std::pair<std::string, Tensor>> ws;
-  for (auto& [n, p] : params) ws.push_back({n, p.detach()});
+  for (auto& [n, p] : params) ws.push_back({n, p.detach().to(Device::cpu)});
   io::save_safetensors((mdir / "model.safetensors").string(), ws);
   write_text_atomic((mdir / "config.json").string(), mc.to_json());
   if (is_task) {

@@ -30,11 +30,13 @@ BlockCache& cache() {
   static BlockCache* c = new BlockCache;  // never destroyed: blocks live until the process ends
   return *c;
 }
+uint64_t g_in_use = 0, g_peak = 0, g_reserved = 0;  // bytes held by tensors / obtained from cudaMalloc (under cache().m)
 // Returns every cached block to the driver (before retrying an allocation that ran out of memory).
 void release_cached(BlockCache& c) {
   for (auto& [bytes, p] : c.free) {
     cudaFree(p);
     c.size_of.erase(p);
+    g_reserved -= bytes;
   }
   c.free.clear();
 }
@@ -51,6 +53,23 @@ std::atomic<uint64_t> g_alloc_calls{0};
 }
 
 uint64_t cuda_alloc_calls() { return g_alloc_calls.load(); }
+
+uint64_t cuda_peak_bytes() {
+  std::lock_guard<std::mutex> lock(cache().m);
+  return g_peak;
+}
+uint64_t cuda_reserved_bytes() {
+  std::lock_guard<std::mutex> lock(cache().m);
+  return g_reserved;
+}
+void cuda_reset_peak() {
+  std::lock_guard<std::mutex> lock(cache().m);
+  g_peak = g_in_use;
+}
+
+void cuda_memset0(void* p, size_t bytes) {
+  if (bytes) check(cudaMemsetAsync(p, 0, bytes), "cudaMemsetAsync");
+}
 
 void cuda_synchronize() { check(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }
 
@@ -72,6 +91,8 @@ void* cuda_alloc(size_t bytes) {
   if (hit != c.free.end()) {
     void* p = hit->second;
     c.free.erase(hit);
+    g_in_use += bytes;
+    g_peak = g_in_use > g_peak ? g_in_use : g_peak;
     return p;
   }
   void* p = nullptr;
@@ -89,6 +110,9 @@ void* cuda_alloc(size_t bytes) {
   }
   check(e, "cudaMalloc");
   c.size_of[p] = bytes;
+  g_reserved += bytes;
+  g_in_use += bytes;
+  g_peak = g_in_use > g_peak ? g_in_use : g_peak;
   return p;
 }
 
@@ -99,6 +123,7 @@ void cuda_free(void* p) {
   auto it = c.size_of.find(p);
   if (it == c.size_of.end()) return;
   c.free.emplace(it->second, p);
+  g_in_use -= it->second;
 }
 
 void cuda_memcpy(void* dst, const void* src, size_t bytes, bool dst_on_device, bool src_on_device) {
