@@ -1,7 +1,10 @@
 // ssm train / ssm plot.
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 
 #include "command.h"
+#include "dist/dist.h"
 #include "settings.h"
 #include "ssm/generate.h"
 #include "ssm/json_config.h"
@@ -9,6 +12,22 @@
 
 namespace {
 using ssm::train::TrainConfig;
+
+// This process's executable and arguments (for starting one copy per GPU).
+std::vector<std::string> self_command_line() {
+  std::ifstream f("/proc/self/cmdline", std::ios::binary);
+  const std::string all((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::vector<std::string> args;
+  for (size_t i = 0; i < all.size();) {
+    const size_t end = all.find('\0', i);
+    args.push_back(all.substr(i, end == std::string::npos ? std::string::npos : end - i));
+    if (end == std::string::npos) break;
+    i = end + 1;
+  }
+  SSM_CHECK(!args.empty(), "train", "cannot read /proc/self/cmdline to start the GPU processes");
+  args[0] = "/proc/self/exe";  // the same binary, whatever PATH or cwd say
+  return args;
+}
 
 struct Opts {
   TrainConfig t;
@@ -56,6 +75,10 @@ ssm::tools::Command train_cmd{
       s.add(app, "training", "--seed", t.seed, "seed (initialisation, data order, samples)");
       s.add(app, "training", "--device", o->device,
             "cpu, or cuda (one GPU; Mamba-1/Falcon-Mamba; f32 master weights and AdamW state)");
+      app.add_option("--gpus", o->t.gpus,
+                     "data parallel over N GPUs of this host (one process each, NCCL; implies --device cuda; the "
+                     "batch is split between them)")
+          ->check(CLI::Range(1, 1024));
       s.add(app, "training", "--dtype", o->dtype,
             "activations on the GPU: f32, or bf16 (mixed precision: bf16 GEMMs with fp32 accumulation)");
       s.add(app, "eval", "--eval-every", t.eval_every, "validation every N steps");
@@ -99,7 +122,14 @@ ssm::tools::Command train_cmd{
       return [o]() {
         if (!o->config.empty()) o->settings.apply_file(o->config);
         TrainConfig t = o->t;
-        t.device = ssm::parse_device(o->device);
+        if (t.gpus > 0 && !ssm::dist::env_from_environment().distributed) {
+          // The launcher: this same command line once per GPU, each process a rank (RANK etc. set).
+          SSM_CHECK(ssm::cuda_device_count() >= t.gpus, "train",
+                    "--gpus " + std::to_string(t.gpus) + ": only " + std::to_string(ssm::cuda_device_count()) +
+                        " GPUs are visible");
+          return ssm::dist::launch_local(t.gpus, self_command_line());
+        }
+        t.device = t.gpus > 0 ? ssm::Device::cuda : ssm::parse_device(o->device);
         SSM_CHECK(o->dtype == "f32" || o->dtype == "bf16" || o->dtype == "f16", "train",
                   "--dtype must be f32, bf16 or f16, got '" + o->dtype + "'");
         t.dtype = o->dtype == "f32" ? ssm::DType::f32 : o->dtype == "bf16" ? ssm::DType::bf16 : ssm::DType::f16;

@@ -35,6 +35,9 @@ struct TrainConfig {
   // Checkpoints and the export are the same files either way (f32 tensors on the host).
   Device device = Device::cpu;
   DType dtype = DType::f32;
+  // > 0: the number of GPUs of a data-parallel run (one process each, started by `ssm train --gpus N`
+  // or by torchrun / mpirun with RANK and WORLD_SIZE set); the batch is the global batch.
+  int gpus = 0;
   bool resume = false;
   int64_t stop_after = 0;  // > 0: checkpoint and stop after this many steps of this invocation
 };

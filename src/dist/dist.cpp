@@ -225,6 +225,10 @@ int launch_local(int n, const std::vector<std::string>& argv) {
     }
     pids.push_back(pid);
   }
+  // Ctrl-C reaches every rank (one process group); this process waits for them to save and exit.
+  struct sigaction ignore {}, prev {};
+  ignore.sa_handler = SIG_IGN;
+  ::sigaction(SIGINT, &ignore, &prev);
   int first_failure = 0, left = n;
   while (left > 0) {
     int status = 0;
@@ -243,6 +247,7 @@ int launch_local(int n, const std::vector<std::string>& argv) {
         if (p > 0) ::kill(p, SIGTERM);
     }
   }
+  ::sigaction(SIGINT, &prev, nullptr);
   return first_failure;
 }
 

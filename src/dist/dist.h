@@ -41,7 +41,7 @@ int free_port();
 // 0..n-1, WORLD_SIZE = n, MASTER_ADDR = 127.0.0.1, MASTER_PORT = a free port, and returns when all have
 // ended: 0 if all exited 0, else the first failure's exit code (the others are then stopped with
 // SIGTERM, so that no rank waits forever in a collective). Output of every rank goes to this
-// process's stdout/stderr.
+// process's stdout/stderr. While waiting, this process ignores SIGINT (Ctrl-C reaches the ranks).
 int launch_local(int n, const std::vector<std::string>& argv);
 
 }  // namespace ssm::dist

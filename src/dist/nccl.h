@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace ssm::dist {
 
@@ -20,6 +22,9 @@ class Nccl {
   Nccl& operator=(const Nccl&) = delete;
   // In place on the default stream, ordered with the kernels around it: data = Σ over ranks of data.
   void all_reduce_sum(float* data, int64_t n);
+  void all_reduce_sum(double* data, int64_t n);
+  // Several buffers as one NCCL group (NCCL fuses them into few transfers: the gradient buckets).
+  void all_reduce_sum(const std::vector<std::pair<float*, int64_t>>& buffers);
   // data = rank root's data.
   void broadcast(float* data, int64_t n, int root);
   int rank() const { return rank_; }

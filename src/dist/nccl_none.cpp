@@ -15,6 +15,8 @@ std::string Nccl::make_id() { no_cuda(); }
 Nccl::Nccl(const std::string&, int, int) { no_cuda(); }
 Nccl::~Nccl() = default;
 void Nccl::all_reduce_sum(float*, int64_t) { no_cuda(); }
+void Nccl::all_reduce_sum(double*, int64_t) { no_cuda(); }
+void Nccl::all_reduce_sum(const std::vector<std::pair<float*, int64_t>>&) { no_cuda(); }
 void Nccl::broadcast(float*, int64_t, int) { no_cuda(); }
 }  // namespace ssm::dist
 #endif

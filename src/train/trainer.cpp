@@ -18,6 +18,7 @@
 #include "ssm/tokenizer.h"
 #include "ssm/train.h"
 #include "ssm/generate.h"
+#include "train/data_parallel.h"
 #include "train/util.h"
 
 namespace ssm::train {
@@ -130,6 +131,13 @@ double run_training(const TrainConfig& cfg) {
   const bool gpu = cfg.device == Device::cuda;
   SSM_CHECK(gpu || cfg.dtype == DType::f32, "train", "--dtype bf16/f16 needs --device cuda (the CPU trains in f32)");
   SSM_CHECK(!gpu || cuda_device_count() > 0, "train", "--device cuda: no CUDA device is visible");
+  // Data parallel when a launcher (ssm train --gpus N, torchrun, mpirun) started this process as one rank.
+  const auto dp = DataParallel::from_environment(cfg.gpus);
+  SSM_CHECK(!dp || gpu, "train", "data-parallel training (--gpus, or RANK/WORLD_SIZE set) runs on GPUs: use --device cuda");
+  SSM_CHECK(!dp || cfg.batch % dp->world() == 0, "train",
+            "the batch of " + std::to_string(cfg.batch) + " sequences does not split evenly over " +
+                std::to_string(dp ? dp->world() : 1) + " GPUs");
+  const bool main = !dp || dp->main();  // rank 0 logs, evaluates, samples and writes files
   const bool is_task = !cfg.task.empty();
   SSM_CHECK(cfg.sample_every <= 0 || !is_task, "train",
             "text samples (--sample-every) need text data (--data), not a synthetic task");
@@ -229,13 +237,16 @@ double run_training(const TrainConfig& cfg) {
     start = std::stoll(meta.at("step"));
     opt.set_steps(start);
     train_loader.seek(std::stoull(meta.at("data_position")));
-    std::fprintf(stderr, "resumed from %s at step %lld\n", ckpts.back().second.c_str(), static_cast<long long>(start));
+    if (main)
+      std::fprintf(stderr, "resumed from %s at step %lld\n", ckpts.back().second.c_str(), static_cast<long long>(start));
   }
+  if (dp) dp->broadcast(params);  // every rank starts from rank 0's weights
 
   // ---- start-up table ----
   const int64_t seq_tokens =
       !is_task ? cfg.seq_len : cfg.task == "induction" ? cfg.task_len : cfg.task_len + cfg.task_memorize;
-  std::fprintf(stderr,
+  if (main)
+    std::fprintf(stderr,
                "+----------------------+----------------------------------------------+\n"
                "| model                | %-44s |\n| parameters           | %-44lld |\n"
                "| data                 | %-44s |\n| tokens train / val   | %-44s |\n"
@@ -250,13 +261,16 @@ double run_training(const TrainConfig& cfg) {
                (std::to_string(cfg.batch) + " x " + std::to_string(seq_tokens) + " x " + std::to_string(cfg.grad_accum)).c_str(),
                (std::to_string(cfg.steps) + " / " + std::to_string(cfg.warmup)).c_str(),
                (std::to_string(cfg.lr) + " / " + std::to_string(cfg.min_lr)).c_str(),
-               (gpu ? std::string("cuda, ") + dtype_name(cfg.dtype) + " activations, f32 weights"
+               (gpu ? (dp ? std::to_string(dp->world()) + " GPUs (data parallel), " : std::string("cuda, ")) +
+                          dtype_name(cfg.dtype) + " activations, f32 weights"
                     : "cpu, " + std::to_string(num_threads()) + " threads")
                    .c_str(),
                cfg.out.c_str());
 
-  std::ofstream log(fs::path(cfg.out) / "train.jsonl", cfg.resume ? std::ios::app : std::ios::trunc);
+  std::ofstream log;  // rank 0's only: writes to a closed stream do nothing
+  if (main) log.open(fs::path(cfg.out) / "train.jsonl", cfg.resume ? std::ios::app : std::ios::trunc);
   auto save_ckpt = [&](int64_t step) {
+    if (!main) return;
     std::vector<std::pair<std::string, Tensor>> ts;  // on the host: the same file from CPU and GPU runs
     for (auto& [n, p] : params) ts.push_back({"param." + n, p.detach().to(Device::cpu)});
     for (auto& [n, t] : opt.state()) ts.push_back({"opt." + n, t.to(Device::cpu)});
@@ -306,7 +320,11 @@ double run_training(const TrainConfig& cfg) {
   double val = std::nan("");
   int64_t step = start;
   auto stop_early = [&] { return cfg.stop_after > 0 && step - start >= cfg.stop_after && step < cfg.steps; };
-  for (; step < cfg.steps && !g_stop && !stop_early(); ++step) {
+  // Ctrl-C: with several ranks, all stop after the same step (the flag travels with the loss).
+  bool stop_agreed = false;
+  auto interrupted = [&] { return dp ? stop_agreed : bool(g_stop); };
+  const double loss_scale = 1.0 / double(cfg.grad_accum * (dp ? dp->world() : 1));
+  for (; step < cfg.steps && !interrupted() && !stop_early(); ++step) {
     auto ts = std::chrono::steady_clock::now();
     double lr = cosine_lr(step, cfg.warmup, cfg.steps, cfg.lr, cfg.min_lr);
     opt.zero_grad();
@@ -315,12 +333,20 @@ double run_training(const TrainConfig& cfg) {
       Tensor loss;
       if (is_task) {
         data::TaskBatch tb = task_batch(uint64_t(step) * 1024 + uint64_t(a), cfg.task_len);
-        loss = masked_lm_loss(*model, tb.inputs, tb.targets);
+        loss = dp ? masked_lm_loss(*model, dp->shard(tb.inputs), dp->shard(tb.targets))
+                  : masked_lm_loss(*model, tb.inputs, tb.targets);
       } else {
-        loss = lm_loss(*model, train_loader.next());
+        Tensor batch = train_loader.next();
+        loss = lm_loss(*model, dp ? dp->shard(batch) : batch);
       }
       loss_sum += loss.item();
-      (cfg.grad_accum > 1 ? mul_scalar(loss, 1.0 / double(cfg.grad_accum)) : loss).backward();
+      (loss_scale != 1.0 ? mul_scalar(loss, loss_scale) : loss).backward();
+    }
+    if (dp) {  // the gradient of the global batch's mean loss on every rank
+      dp->all_reduce_grads(params);
+      const std::vector<double> r = dp->all_reduce_sum({loss_sum, double(g_stop)});
+      loss_sum = r[0] / double(dp->world());
+      stop_agreed = r[1] > 0;
     }
     double loss = loss_sum / double(cfg.grad_accum);
     if (!std::isfinite(loss)) stop_bad("the loss", loss, step);
@@ -335,12 +361,12 @@ double run_training(const TrainConfig& cfg) {
     double eta = elapsed / double(step - start + 1) * double(cfg.steps - step - 1);
     log << json{{"step", step}, {"loss", loss}, {"grad_norm", norm}, {"lr", lr}, {"ms", ms}, {"tok_s", tok_s}}.dump()
         << "\n";
-    if (cfg.log_every > 0 && (step % cfg.log_every == 0 || step + 1 == cfg.steps))
+    if (main && cfg.log_every > 0 && (step % cfg.log_every == 0 || step + 1 == cfg.steps))
       std::fprintf(stderr, "step %5lld/%lld | loss %.4f | norm %.3f | lr %.2e | %.0f ms | %.0f tok/s | ETA %s\n",
                    static_cast<long long>(step + 1), static_cast<long long>(cfg.steps), loss, norm, lr, ms, tok_s,
                    fmt_time(eta).c_str());
     bool last = step + 1 == cfg.steps;
-    if (cfg.eval_every > 0 && ((step + 1) % cfg.eval_every == 0 || last)) {
+    if (main && cfg.eval_every > 0 && ((step + 1) % cfg.eval_every == 0 || last)) {
       if (is_task) {
         double acc = 0, vl = 0;
         autograd::NoGradGuard ng;
@@ -360,12 +386,12 @@ double run_training(const TrainConfig& cfg) {
         std::fprintf(stderr, "step %5lld | val loss %.4f\n", static_cast<long long>(step + 1), val);
       }
     }
-    if (cfg.sample_every > 0 && (step + 1) % cfg.sample_every == 0) sample(step);
+    if (main && cfg.sample_every > 0 && (step + 1) % cfg.sample_every == 0) sample(step);
     log.flush();
     if (cfg.ckpt_every > 0 && ((step + 1) % cfg.ckpt_every == 0 || last)) save_ckpt(step + 1);
   }
   // ---- summary: step time (median over this invocation's steps), peak memory ----
-  if (!step_ms.empty()) {
+  if (main && !step_ms.empty()) {
     std::vector<double> sorted = step_ms;
     std::sort(sorted.begin(), sorted.end());
     double med = sorted[sorted.size() / 2];
@@ -394,12 +420,14 @@ double run_training(const TrainConfig& cfg) {
                  static_cast<long long>(step_ms.size()), fmt_time(total_s).c_str(), med, tok_step / (med / 1000),
                  rss_mib, gpu_mem.c_str());
   }
-  if (g_stop || stop_early()) {
+  if (interrupted() || stop_early()) {
     save_ckpt(step);
-    std::fprintf(stderr, "%s: saved %s; continue with --resume\n", g_stop ? "interrupted" : "stopped",
-                 ckpt_name(step).c_str());
+    if (main)
+      std::fprintf(stderr, "%s: saved %s; continue with --resume\n", interrupted() ? "interrupted" : "stopped",
+                   ckpt_name(step).c_str());
     return val;
   }
+  if (!main) return val;
   // ---- export ----
   fs::path mdir = fs::path(cfg.out) / "model";
   fs::create_directories(mdir);

@@ -26,6 +26,8 @@ struct Api {
   decltype(&ncclAllReduce) all_reduce = nullptr;
   decltype(&ncclBroadcast) broadcast = nullptr;
   decltype(&ncclGetErrorString) error_string = nullptr;
+  decltype(&ncclGroupStart) group_start = nullptr;
+  decltype(&ncclGroupEnd) group_end = nullptr;
 };
 
 const Api& api() {
@@ -48,6 +50,8 @@ const Api& api() {
     r.all_reduce = reinterpret_cast<decltype(r.all_reduce)>(sym("ncclAllReduce"));
     r.broadcast = reinterpret_cast<decltype(r.broadcast)>(sym("ncclBroadcast"));
     r.error_string = reinterpret_cast<decltype(r.error_string)>(sym("ncclGetErrorString"));
+    r.group_start = reinterpret_cast<decltype(r.group_start)>(sym("ncclGroupStart"));
+    r.group_end = reinterpret_cast<decltype(r.group_end)>(sym("ncclGroupEnd"));
     return r;
   }();
   return a;
@@ -85,6 +89,17 @@ Nccl::~Nccl() {
 
 void Nccl::all_reduce_sum(float* data, int64_t n) {
   check(api().all_reduce(data, data, size_t(n), ncclFloat32, ncclSum, impl_->comm, cudaStreamLegacy), "ncclAllReduce");
+}
+
+void Nccl::all_reduce_sum(double* data, int64_t n) {
+  check(api().all_reduce(data, data, size_t(n), ncclFloat64, ncclSum, impl_->comm, cudaStreamLegacy), "ncclAllReduce");
+}
+
+void Nccl::all_reduce_sum(const std::vector<std::pair<float*, int64_t>>& buffers) {
+  check(api().group_start(), "ncclGroupStart");
+  for (const auto& [p, n] : buffers)
+    check(api().all_reduce(p, p, size_t(n), ncclFloat32, ncclSum, impl_->comm, cudaStreamLegacy), "ncclAllReduce");
+  check(api().group_end(), "ncclGroupEnd");
 }
 
 void Nccl::broadcast(float* data, int64_t n, int root) {
