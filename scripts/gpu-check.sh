@@ -5,12 +5,12 @@
 #   scripts/gpu-check.sh [BUILD_DIR]          run in place (default build/release; fixtures from
 #                                             ../shared or $SSM_SHARED); logs in $OUT (default gpu-check/)
 #   scripts/gpu-check.sh --stage DIR [BUILD]  copy what the run needs (stripped binaries, the CUDA
-#                                             runtime, the Mamba-1 fixtures, this script) into DIR,
+#                                             runtime, the Mamba-1/Mamba-2 fixtures, this script) into DIR,
 #                                             for a GPU machine with only the driver; then run
 #                                             `DIR/gpu-check.sh --staged` there
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-tests=(cuda_device cuda_ops_forward cuda_selective_scan cuda_models cuda_step)
+tests=(cuda_device cuda_ops_forward cuda_selective_scan cuda_models cuda_step cuda_ssd cuda_mamba2)
 
 if [ "${1:-}" = --stage ]; then
   dir=${2:?--stage needs a directory}
@@ -25,7 +25,7 @@ if [ "${1:-}" = --stage ]; then
     while read -r l; do cp -L "$l" "$libs/lib/"; done
   tar cJf "$dir/lib.tar.xz" -C "$libs" lib
   rm -rf "$libs"
-  for f in hf-mamba1-tiny ssm-mamba1-tiny hf-falcon-mamba-tiny; do cp -r "$shared/fixtures/$f" "$dir/shared/fixtures/"; done
+  for f in hf-mamba1-tiny ssm-mamba1-tiny hf-falcon-mamba-tiny hf-mamba2-tiny ssm-mamba2-tiny; do cp -r "$shared/fixtures/$f" "$dir/shared/fixtures/"; done
   cp "$0" "$dir/gpu-check.sh"
   echo "staged into $dir ($(du -sh "$dir" | cut -f1)); on the GPU machine: $dir/gpu-check.sh --staged"
   exit 0
@@ -54,7 +54,7 @@ for t in "${tests[@]}"; do
   echo "$t: exit $rc, $(grep -E '^\[  (PASSED|FAILED) ' "$out/$t.txt" | tr '\n' ' ')"
   [ $rc = 0 ] || status=1
 done
-for m in mamba-130m mamba-1.4b; do  # random weights of the released shapes, bf16
+for m in mamba-130m mamba-1.4b mamba2-130m; do  # random weights of the released shapes, bf16
   timeout 300 "$bin/ssm" bench --device cuda --dtype bf16 --random $m -p 2048 -n 256 -r 5 2>&1 | tee -a "$out/bench.txt"
   timeout 300 "$bin/ssm" bench --device cuda --dtype bf16 --random $m -p 128 -n 128 -r 5 --tg-batch 64 2>&1 |
     tee -a "$out/bench.txt"
