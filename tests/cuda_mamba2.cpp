@@ -3,7 +3,7 @@
 //  - f32 weights and activations: logits (and HF hidden states) within 1e-4 of max |logit| of the
 //    golden ones, as the CPU parity tests (exact fp32 GEMMs, the fp32 recurrence kernel);
 //  - bf16 weights and activations (f32 residual stream, decays and SSM state; the chunked tensor-core
-//    SSD kernel): within kBf16Tol of max |logit|;
+//    SSD kernel, and the fp32 recurrence kernel): within kBf16Tol of max |logit| (reason below);
 //  - prefill + token-by-token forward() with the state on the GPU equals the full forward (1e-4);
 //  - Model::step (the fused GPU step, batch 1 and 3 on GEMVs, 10 on cuBLASLt; with and without CUDA
 //    graphs) equals forward() of the whole sequence (f32 1e-4, bf16 kBf16Tol), requests no device
@@ -31,7 +31,12 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr double kF32Tol = 1e-4;
-constexpr double kBf16Tol = 2e-2;  // bf16 activations (2^-9 relative each), compounded over 3 layers
+// bf16 activations round to 2^-9 relative at every op boundary (in_proj, conv, x·Δ, the scan output,
+// D x, the sum, the gated norm), compounded over 3 layers. Measured on an H100 against the golden
+// logits: 2.0e-2 (hf-mamba2-tiny) and 1.4e-2 (ssm-mamba2-tiny) with the chunked tensor-core SSD kernel,
+// 2.2e-2 and 1.3e-2 with the fp32 recurrence (so the mixer's roundings dominate, not the kernel); the
+// fused step (x·Δ, y and D x in fp32) differs from the bf16 forward by up to 2.2e-2.
+constexpr double kBf16Tol = 3e-2;
 
 std::unique_ptr<Model> load(const std::string& rel, DType wd, Device dev) {
   LoadOptions o;
@@ -77,11 +82,15 @@ TEST_P(CudaMamba2, F32LogitsAndHiddenStatesMatchGolden) {
 TEST_P(CudaMamba2, Bf16LogitsMatchGolden) {
   auto model = load(rel_, DType::bf16, Device::cuda);
   auto g = golden();
-  Tensor logits = model->forward(g.get("input_ids"));
-  ErrStats s = compare(logits, g.get("logits"));
-  std::printf("[%s bf16] max abs err %.3g of max |logit| %.3g (%.2e relative), mean abs err %.3g\n", GetParam(),
-              s.max_abs, s.ref_max, s.max_abs / s.ref_max, s.mean_abs);
-  EXPECT_TRUE(AllClose(logits, g.get("logits"), kBf16Tol));
+  for (const char* kernel : {"", "recurrent"}) {  // the chunked tensor-core SSD kernel, then the fp32 recurrence
+    setenv("SSM_SSD_KERNEL", kernel, 1);
+    Tensor logits = model->forward(g.get("input_ids"));
+    ErrStats s = compare(logits, g.get("logits"));
+    std::printf("[%s bf16 %s] max abs err %.3g of max |logit| %.3g (%.2e relative), mean abs err %.3g\n", GetParam(),
+                *kernel ? kernel : "chunked", s.max_abs, s.ref_max, s.max_abs / s.ref_max, s.mean_abs);
+    EXPECT_TRUE(AllClose(logits, g.get("logits"), kBf16Tol)) << (*kernel ? kernel : "chunked");
+  }
+  unsetenv("SSM_SSD_KERNEL");
 }
 
 TEST_P(CudaMamba2, StepwiseForwardEqualsPrefill) {

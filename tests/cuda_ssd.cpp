@@ -103,11 +103,17 @@ TEST_F(CudaSSD, RecurrentMatchesCpu) {
     for (DType t : {DType::f32, DType::bf16, DType::f16}) run_case(c, t, Kern::recurrent, seed++);
 }
 
+// Both forms of the chunked kernel: loading each chunk when it starts, and fetching the next one ahead.
 TEST_F(CudaSSD, ChunkedMatchesCpu) {
   uint64_t seed = 100;
-  for (const Case& c : kCases)
-    for (DType t : {DType::bf16, DType::f16})
-      if (chunked_applies(c, t)) run_case(c, t, Kern::chunked, seed++);
+  for (const char* pf : {"0", "1"}) {
+    setenv("SSM_SSD_PREFETCH", pf, 1);
+    std::printf("SSM_SSD_PREFETCH=%s\n", pf);
+    for (const Case& c : kCases)
+      for (DType t : {DType::bf16, DType::f16})
+        if (chunked_applies(c, t)) run_case(c, t, Kern::chunked, seed++);
+  }
+  unsetenv("SSM_SSD_PREFETCH");
 }
 
 TEST_F(CudaSSD, AutomaticChoiceMatchesCpu) {

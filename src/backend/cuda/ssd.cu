@@ -11,6 +11,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include "backend/cuda/common.cuh"
@@ -158,7 +159,7 @@ struct ChunkSmem {
   static constexpr size_t bytes(size_t esize) { return size_t(kElems) * esize + kQ * sizeof(float); }
 };
 
-template <typename T, int NP, int PT>
+template <typename T, int NP, int PT, bool PF>
 __global__ void __launch_bounds__(128) ssd_chunked_kernel(SSDFwdArgs a) {
   using SM = ChunkSmem<NP, PT>;
   constexpr int kLdN = SM::kLdN, MT = PT / 16, NTW = NP / 32;  // state: MT m-tiles x NTW n-tiles per warp
@@ -194,89 +195,117 @@ __global__ void __launch_bounds__(128) ssd_chunked_kernel(SSDFwdArgs a) {
         sS[(p - p0) * kLdN + n] = st<T>(S[mt][j][e]);
       }
 
-  const int64_t nch = (L + kQ - 1) / kQ;
-  for (int64_t c = 0; c < nch; ++c) {
-    const int64_t t0 = c * kQ;
-    // 1. Λ: the inclusive cumulative sum of A over the chunk (zeros past L), by warp 0.
+  // This thread's share of a chunk's inputs in registers: C, B (NP/16 16-byte vectors each), X (PT/16
+  // vectors) and, in warp 0, two A values. With PF they are fetched one chunk ahead, so that the global
+  // loads overlap the chunk's products.
+  constexpr int NVC = NP / 16, NVX = PT / 16;
+  uint4 rc[NVC], rb[NVC], rx[NVX];
+  float ra0 = 0.f, ra1 = 0.f;
+  auto fetch = [&](int64_t t0) {
     if (w == 0) {
       const int64_t ta = t0 + 2 * lane;
-      const float a0 = ta < L ? a.A[(b * L + ta) * H + h] : 0.f;
-      const float a1 = ta + 1 < L ? a.A[(b * L + ta + 1) * H + h] : 0.f;
-      float incl = a0 + a1;
+      ra0 = ta < L ? a.A[(b * L + ta) * H + h] : 0.f;
+      ra1 = ta + 1 < L ? a.A[(b * L + ta + 1) * H + h] : 0.f;
+    }
+#pragma unroll
+    for (int k = 0; k < NVC; ++k) {
+      const int i = tid + 128 * k, l = i % kQ, n = (i / kQ) * 8;
+      const int64_t t = t0 + l;
+      rc[k] = rb[k] = make_uint4(0, 0, 0, 0);
+      if (t < L && n < N) {
+        const int64_t off = ((b * L + t) * G + g) * N + n;
+        rc[k] = *reinterpret_cast<const uint4*>(Cm + off);
+        rb[k] = *reinterpret_cast<const uint4*>(Bm + off);
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < NVX; ++k) {
+      const int i = tid + 128 * k, l = i % kQ, pp = (i / kQ) * 8;
+      const int64_t t = t0 + l;
+      rx[k] = make_uint4(0, 0, 0, 0);
+      if (t < L && p0 + pp < P) rx[k] = *reinterpret_cast<const uint4*>(x + ((b * L + t) * H + h) * P + p0 + pp);
+    }
+  };
+  // The lower-triangle tiles of M (row tile r, column tile j <= 2r+1; 20 in all), 5 per warp.
+  int tr[5], tj[5];
+#pragma unroll
+  for (int i = 0; i < 5; ++i) {
+    const int k = 5 * w + i;
+    tr[i] = k < 8 ? 3 : k < 14 ? 2 : k < 18 ? 1 : 0;
+    tj[i] = k < 8 ? k : k < 14 ? k - 8 : k < 18 ? k - 14 : k - 18;
+  }
+
+  const int64_t nch = (L + kQ - 1) / kQ;
+  if (PF) fetch(0);
+  for (int64_t c = 0; c < nch; ++c) {
+    const int64_t t0 = c * kQ;
+    if (!PF) fetch(t0);
+    // 1. Λ: the inclusive cumulative sum of A over the chunk (zeros past L), by warp 0.
+    if (w == 0) {
+      float incl = ra0 + ra1;
 #pragma unroll
       for (int o = 1; o < 32; o <<= 1) {
         const float v = __shfl_up_sync(0xffffffffu, incl, o);
         if (lane >= o) incl += v;
       }
-      const float excl = incl - (a0 + a1);
-      sLam[2 * lane] = excl + a0;
+      const float excl = incl - (ra0 + ra1);
+      sLam[2 * lane] = excl + ra0;
       sLam[2 * lane + 1] = incl;
     }
     __syncthreads();
     const float lam_last = sLam[kQ - 1];
-    // 2. C, B (and Bsᵀ) and Xᵀ of the chunk; 8 elements per 16-byte load, zeros outside [0, L) x [0, N).
-    for (int i = tid; i < kQ * (NP / 8); i += 128) {
-      const int l = i % kQ, n = (i / kQ) * 8;
-      const int64_t t = t0 + l;
-      uint4 cv = make_uint4(0, 0, 0, 0), bv = make_uint4(0, 0, 0, 0);
-      if (t < L && n < N) {
-        const int64_t off = ((b * L + t) * G + g) * N + n;
-        cv = *reinterpret_cast<const uint4*>(Cm + off);
-        bv = *reinterpret_cast<const uint4*>(Bm + off);
-      }
-      *reinterpret_cast<uint4*>(sC + l * kLdN + n) = cv;
-      *reinterpret_cast<uint4*>(sB + l * kLdN + n) = bv;
+    // 2. C, B, Bsᵀ (B scaled by exp(Λ_last - Λ_s), transposed) and Xᵀ into shared memory.
+#pragma unroll
+    for (int k = 0; k < NVC; ++k) {
+      const int i = tid + 128 * k, l = i % kQ, n = (i / kQ) * 8;
+      *reinterpret_cast<uint4*>(sC + l * kLdN + n) = rc[k];
+      *reinterpret_cast<uint4*>(sB + l * kLdN + n) = rb[k];
       const float sc = __expf(lam_last - sLam[l]);
-      const T* be = reinterpret_cast<const T*>(&bv);
+      const T* be = reinterpret_cast<const T*>(&rb[k]);
 #pragma unroll
-      for (int k = 0; k < 8; ++k) sBt[(n + k) * kLdQ + l] = st<T>(ld(be[k]) * sc);
+      for (int e = 0; e < 8; ++e) sBt[(n + e) * kLdQ + l] = st<T>(ld(be[e]) * sc);
     }
-    for (int i = tid; i < kQ * (PT / 8); i += 128) {
-      const int l = i % kQ, pp = (i / kQ) * 8;
-      const int64_t t = t0 + l;
-      uint4 xv = make_uint4(0, 0, 0, 0);
-      if (t < L && p0 + pp < P) xv = *reinterpret_cast<const uint4*>(x + ((b * L + t) * H + h) * P + p0 + pp);
-      const T* xe = reinterpret_cast<const T*>(&xv);
 #pragma unroll
-      for (int k = 0; k < 8; ++k) sXt[(pp + k) * kLdQ + l] = xe[k];
+    for (int k = 0; k < NVX; ++k) {
+      const int i = tid + 128 * k, l = i % kQ, pp = (i / kQ) * 8;
+      const T* xe = reinterpret_cast<const T*>(&rx[k]);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) sXt[(pp + e) * kLdQ + l] = xe[e];
     }
     __syncthreads();
-    // 3. M = (C Bᵀ) ∘ decay for this warp's 16 rows (columns up to the diagonal), into sM.
-    const int r0 = 16 * w;
+    if (PF && c + 1 < nch) fetch(t0 + kQ);
+    // 3. M = (C Bᵀ) ∘ exp(Λ_l - Λ_s) [s <= l] into sM, the triangle's tiles shared evenly by the warps.
     {
-      float acc[8][4];
+      float acc[5][4];
 #pragma unroll
-      for (int j = 0; j < 8; ++j)
+      for (int i = 0; i < 5; ++i)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) acc[j][e] = 0.f;
+        for (int e = 0; e < 4; ++e) acc[i][e] = 0.f;
 #pragma unroll
       for (int k0 = 0; k0 < NP; k0 += 16) {
         uint32_t fa[4];
-        frag_a(fa, sC, kLdN, r0, k0, gid, tig);
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          if (j > 2 * w + 1) continue;
+        for (int i = 0; i < 5; ++i) {
+          if (i == 0 || tr[i] != tr[i - 1]) frag_a(fa, sC, kLdN, 16 * tr[i], k0, gid, tig);
           uint32_t fb[2];
-          frag_b(fb, sB, kLdN, 8 * j, k0, gid, tig);
-          mma16816<T>(acc[j], fa, fb);
+          frag_b(fb, sB, kLdN, 8 * tj[i], k0, gid, tig);
+          mma16816<T>(acc[i], fa, fb);
         }
       }
-      const int l0 = r0 + gid, l1 = l0 + 8;
-      const float lam0 = sLam[l0], lam1 = sLam[l1];
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        if (j > 2 * w + 1) continue;
-        const int s0 = 8 * j + 2 * tig;
-        const float ls0 = sLam[s0], ls1 = sLam[s0 + 1];
-        const float m00 = s0 <= l0 ? acc[j][0] * __expf(lam0 - ls0) : 0.f;
-        const float m01 = s0 + 1 <= l0 ? acc[j][1] * __expf(lam0 - ls1) : 0.f;
-        const float m10 = s0 <= l1 ? acc[j][2] * __expf(lam1 - ls0) : 0.f;
-        const float m11 = s0 + 1 <= l1 ? acc[j][3] * __expf(lam1 - ls1) : 0.f;
+      for (int i = 0; i < 5; ++i) {
+        const int l0 = 16 * tr[i] + gid, l1 = l0 + 8, s0 = 8 * tj[i] + 2 * tig;
+        const float lam0 = sLam[l0], lam1 = sLam[l1], ls0 = sLam[s0], ls1 = sLam[s0 + 1];
+        const float m00 = s0 <= l0 ? acc[i][0] * __expf(lam0 - ls0) : 0.f;
+        const float m01 = s0 + 1 <= l0 ? acc[i][1] * __expf(lam0 - ls1) : 0.f;
+        const float m10 = s0 <= l1 ? acc[i][2] * __expf(lam1 - ls0) : 0.f;
+        const float m11 = s0 + 1 <= l1 ? acc[i][3] * __expf(lam1 - ls1) : 0.f;
         *reinterpret_cast<uint32_t*>(sM + l0 * kLdQ + s0) = pack2<T>(m00, m01);
         *reinterpret_cast<uint32_t*>(sM + l1 * kLdQ + s0) = pack2<T>(m10, m11);
       }
     }
-    __syncwarp();
+    __syncthreads();
+    const int r0 = 16 * w;
     // 4. Y = diag(exp(Λ)) C Sᵀ + M X for the warp's rows; written to y.
     {
       float yo[PT / 8][4], yi[PT / 8][4];
@@ -367,10 +396,10 @@ __global__ void __launch_bounds__(128) ssd_chunked_kernel(SSDFwdArgs a) {
       }
 }
 
-template <typename T, int NP, int PT>
+template <typename T, int NP, int PT, bool PF>
 void launch_chunked_np(const SSDFwdArgs& a, cudaStream_t s) {
   const size_t bytes = ChunkSmem<NP, PT>::bytes(sizeof(T));
-  auto kern = ssd_chunked_kernel<T, NP, PT>;
+  auto kern = ssd_chunked_kernel<T, NP, PT, PF>;
   static bool attr = false;  // once per instantiation
   if (!attr) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
@@ -392,16 +421,27 @@ int sm_count() {
   return n;
 }
 
+// Whether to fetch the next chunk ahead (into registers; only for N <= 128): the prefetching kernel
+// needs more registers (2 blocks per multiprocessor instead of 3), so it runs when the grid fits in
+// two blocks per multiprocessor, where latency rather than occupancy limits. SSM_SSD_PREFETCH=0 or 1
+// forces it off or on (measurements).
+bool prefetch(int64_t blocks) {
+  const char* e = std::getenv("SSM_SSD_PREFETCH");
+  if (e && *e) return std::strcmp(e, "0") != 0;
+  return blocks <= 2 * int64_t(sm_count());
+}
+
 template <typename T, int PT>
 void launch_chunked_pt(const SSDFwdArgs& a, cudaStream_t s) {
+  const bool pf = prefetch(a.batch * a.H * ((a.P + PT - 1) / PT));
   if (a.N <= 32)
-    launch_chunked_np<T, 32, PT>(a, s);
+    pf ? launch_chunked_np<T, 32, PT, true>(a, s) : launch_chunked_np<T, 32, PT, false>(a, s);
   else if (a.N <= 64)
-    launch_chunked_np<T, 64, PT>(a, s);
+    pf ? launch_chunked_np<T, 64, PT, true>(a, s) : launch_chunked_np<T, 64, PT, false>(a, s);
   else if (a.N <= 128)
-    launch_chunked_np<T, 128, PT>(a, s);
+    pf ? launch_chunked_np<T, 128, PT, true>(a, s) : launch_chunked_np<T, 128, PT, false>(a, s);
   else
-    launch_chunked_np<T, 256, PT>(a, s);
+    launch_chunked_np<T, 256, PT, false>(a, s);
 }
 
 template <typename T>
