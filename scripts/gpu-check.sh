@@ -5,12 +5,12 @@
 #   scripts/gpu-check.sh [BUILD_DIR]          run in place (default build/release; fixtures from
 #                                             ../shared or $SSM_SHARED); logs in $OUT (default gpu-check/)
 #   scripts/gpu-check.sh --stage DIR [BUILD]  copy what the run needs (stripped binaries, the CUDA
-#                                             runtime, the Mamba-1/Mamba-2 fixtures, this script) into DIR,
+#                                             runtime, the Mamba-1/2/3 fixtures, this script) into DIR,
 #                                             for a GPU machine with only the driver; then run
 #                                             `DIR/gpu-check.sh --staged` there
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-tests=(cuda_device cuda_ops_forward cuda_selective_scan cuda_models cuda_step cuda_ssd cuda_mamba2)
+tests=(cuda_device cuda_ops_forward cuda_selective_scan cuda_models cuda_step cuda_ssd cuda_mamba2 cuda_mamba3)
 
 if [ "${1:-}" = --stage ]; then
   dir=${2:?--stage needs a directory}
@@ -25,7 +25,7 @@ if [ "${1:-}" = --stage ]; then
     while read -r l; do cp -L "$l" "$libs/lib/"; done
   tar cJf "$dir/lib.tar.xz" -C "$libs" lib
   rm -rf "$libs"
-  for f in hf-mamba1-tiny ssm-mamba1-tiny hf-falcon-mamba-tiny hf-mamba2-tiny ssm-mamba2-tiny; do cp -r "$shared/fixtures/$f" "$dir/shared/fixtures/"; done
+  for f in hf-mamba1-tiny ssm-mamba1-tiny hf-falcon-mamba-tiny hf-mamba2-tiny ssm-mamba2-tiny ssm-mamba3-tiny ssm-mamba3-tiny-bf16; do cp -r "$shared/fixtures/$f" "$dir/shared/fixtures/"; done
   cp "$0" "$dir/gpu-check.sh"
   echo "staged into $dir ($(du -sh "$dir" | cut -f1)); on the GPU machine: $dir/gpu-check.sh --staged"
   exit 0

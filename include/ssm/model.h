@@ -124,7 +124,7 @@ class Model {
   // state updated in place. The default runs mixer() on a one-token sequence.
   virtual void mixer_step(int64_t layer, const float* h, float* out, int64_t B, std::vector<Tensor>& layer_state,
                           DecodeScratch& scratch) const;
-  // step() of a model on the GPU; the default fails (architectures without a GPU step).
+  // step() of a model on the GPU; the default runs forward() on a one-token sequence (allocates per token).
   virtual const Tensor& step_cuda(std::span<const int64_t> ids, InferenceState& state) const;
   virtual size_t mixer_state_bytes() const = 0;
   virtual size_t mixer_state_count() const = 0;

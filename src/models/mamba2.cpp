@@ -160,15 +160,7 @@ class Mamba2Model : public Model {
 #ifdef SSM_HAVE_CUDA
   const Tensor& step_cuda(std::span<const int64_t> ids, InferenceState& state) const override {
     if (cfg_.gated_norm) return cuda::mamba2_step(cfg_, gpu_, ids, state);
-    // Without the gated norm: the parallel mixer on a one-token sequence (allocates per token).
-    const int64_t B = state.batch;
-    if (!state.scratch || state.scratch->batch != B || state.scratch->cuda) {
-      state.scratch = std::make_shared<DecodeScratch>();
-      state.scratch->batch = B;
-    }
-    Tensor t = Tensor::from_vector(std::vector<int64_t>(ids.begin(), ids.end()), {B, 1});
-    state.scratch->logits = forward(t, &state, 1).view({B, cfg_.vocab_size});
-    return state.scratch->logits;
+    return Model::step_cuda(ids, state);  // without the gated norm: the op path (allocates per token)
   }
 #endif
   size_t mixer_state_count() const override { return 2; }

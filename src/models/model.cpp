@@ -45,10 +45,10 @@ std::unique_ptr<Model> build_model(const ModelConfig& cfg, WeightSource& src, co
   if (opts.device == Device::cpu) return build_arch(cfg, src, opts);
   SSM_CHECK(cuda_device_count() > 0, "model", "no CUDA device found; use --device cpu");
   const bool gpu_arch = ((cfg.arch == Arch::mamba1 || cfg.arch == Arch::falcon_mamba) && cfg.selective) ||
-                        cfg.arch == Arch::mamba2;
+                        cfg.arch == Arch::mamba2 || cfg.arch == Arch::mamba3;
   SSM_CHECK(gpu_arch && cfg.rms_norm, "model",
-            std::string("the CUDA backend runs Mamba-1, Falcon-Mamba (selective) and Mamba-2 models with RMSNorm so "
-                        "far, not ") +
+            std::string("the CUDA backend runs Mamba-1, Falcon-Mamba (selective), Mamba-2 and Mamba-3 models with "
+                        "RMSNorm so far, not ") +
                 arch_name(cfg.arch) + (cfg.selective ? "" : " (LTI)") + (cfg.rms_norm ? "" : " with LayerNorm") +
                 "; use --device cpu");
   OnDevice dev(src, opts.device);

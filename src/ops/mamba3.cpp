@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "ops/mamba3_backward.h"
+#include "ops/mamba3_cuda.h"
 #include "ops/op_util.h"
 #include "ops/scan_common.h"
 #include "ssm/ops_mamba3.h"
@@ -143,8 +144,13 @@ void mamba3_siso_f32(const ref::Mamba3RefArgs<float>& a) {
 
 void check_args(const Mamba3SisoArgs& a) {
   using namespace detail;
-  check_float(kOp, a.v, "v");
-  SSM_NO_CUDA(kOp, a.v);
+  check_defined(kOp, a.v, "v");
+  const bool gpu = a.v.device() == Device::cuda;
+  if (gpu)
+    SSM_CHECK(a.v.dtype() == DType::f32 || a.v.dtype() == DType::bf16 || a.v.dtype() == DType::f16, kOp,
+              std::string("v on the GPU must be f32, bf16 or f16, got ") + dtype_name(a.v.dtype()));
+  else
+    check_float(kOp, a.v, "v");
   check_dim(kOp, a.v, 4, "v");
   const int64_t B = a.v.size(0), L = a.v.size(1), H = a.v.size(2), P = a.v.size(3);
   SSM_CHECK(B >= 1 && L >= 1 && H >= 1 && P >= 1, kOp, "v must be non-empty, got shape " + shape_str(a.v.shape()));
@@ -191,11 +197,13 @@ void check_args(const Mamba3SisoArgs& a) {
                                                        {&a.ssm_state, "ssm_state"},
                                                        {&a.k_state, "k_state"},
                                                        {&a.v_state, "v_state"}};
+  // On the GPU, q, k and z have v's dtype and the rest (per-step scalars, parameters, states) may also be f32.
   for (const auto& [t, name] : all) {
     if (!t->defined()) continue;
-    check_same_dtype(kOp, a.v, "v", *t, name);
-    SSM_CHECK(t->device() == Device::cpu, kOp,
-              std::string(name) + " is on " + device_name(t->device()) + " but v is on the CPU");
+    SSM_CHECK(t->device() == a.v.device(), kOp,
+              std::string(name) + " is on " + device_name(t->device()) + " but v is on " + device_name(a.v.device()));
+    const bool act = t == &a.q || t == &a.k || t == &a.z;
+    if (!(gpu && !act && t->dtype() == DType::f32)) check_same_dtype(kOp, a.v, "v", *t, name);
   }
 }
 
@@ -203,6 +211,7 @@ void check_args(const Mamba3SisoArgs& a) {
 
 Mamba3SisoOut mamba3_siso_scan(const Mamba3SisoArgs& a) {
   check_args(a);
+  if (a.v.device() == Device::cuda) return detail::mamba3_siso_cuda(a);
   auto cont = [](const Tensor& t) {  // contiguous copy recording no history (this op records its own)
     autograd::NoGradGuard ng;
     return t.defined() ? t.contiguous() : Tensor();

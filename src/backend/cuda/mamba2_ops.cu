@@ -48,7 +48,9 @@ __global__ void clamp_kernel(const T* x, T* y, int64_t n, float lo, float hi) {
     y[i] = st<T>(fminf(fmaxf(ld(x[i]), lo), hi));
 }
 
-// One block of 4 warps per (head, sequence); a warp per head channel p, lanes over N (NPL each).
+// One block of 4 warps per (head, sequence, 16 head channels); a warp updates 4 channels p at once
+// (independent load/update/reduce chains), lanes over N (NPL each).
+constexpr int kStepRows = 4, kStepP = 4 * kStepRows;
 template <typename T, int NPL>
 __global__ void __launch_bounds__(128) ssd_step_kernel(SSDStepArgs a) {
   const int64_t h = blockIdx.x, b = blockIdx.y, H = a.H, P = a.P, N = a.N, G = a.G, g = h / (H / G);
@@ -66,24 +68,38 @@ __global__ void __launch_bounds__(128) ssd_step_kernel(SSDStepArgs a) {
     Bv[j] = n < N ? ld(Bg[n]) : 0.f;
     Cv[j] = n < N ? ld(Cg[n]) : 0.f;
   }
-  T* y = static_cast<T*>(a.y) + b * H * P;
-  for (int64_t p = w; p < P; p += 4) {
-    const float xv = ld(xbc[h * P + p]), dtx = dt * xv;
+  const int64_t p0 = int64_t(blockIdx.z) * kStepP + w * kStepRows;
+  float xv[kStepRows], acc[kStepRows];
+#pragma unroll
+  for (int r = 0; r < kStepRows; ++r) {
+    const int64_t p = p0 + r;
+    xv[r] = p < P ? ld(xbc[h * P + p]) : 0.f;
+    acc[r] = 0.f;
+    if (p >= P) continue;
     float* s = a.state + ((b * H + h) * P + p) * N;
-    float acc = 0.f;
+    const float dtx = dt * xv[r];
 #pragma unroll
     for (int j = 0; j < NPL; ++j) {
       const int64_t n = lane + 32 * j;
       if (n < N) {
         const float v = dA * s[n] + dtx * Bv[j];
         s[n] = v;
-        acc += v * Cv[j];
+        acc[r] += v * Cv[j];
       }
     }
-    for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-    if (lane == 0) {
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+    for (int r = 0; r < kStepRows; ++r) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
+  if (lane == 0) {
+    T* y = static_cast<T*>(a.y) + b * H * P;
+#pragma unroll
+    for (int r = 0; r < kStepRows; ++r) {
+      const int64_t p = p0 + r;
+      if (p >= P) continue;
       const float d = a.D ? a.D[a.d_per_channel ? h * P + p : h] : 0.f;
-      y[h * P + p] = st<T>(acc + d * xv);
+      y[h * P + p] = st<T>(acc[r] + d * xv[r]);
     }
   }
 }
@@ -117,7 +133,7 @@ void clamp(DType act, const void* x, void* y, int64_t n, float lo, float hi, voi
 void ssd_step(const SSDStepArgs& a, void* stream) {
   const char* op = "ssd_step";
   cudaStream_t s = static_cast<cudaStream_t>(stream);
-  const dim3 grid(unsigned(a.H), unsigned(a.B));
+  const dim3 grid(unsigned(a.H), unsigned(a.B), unsigned((a.P + kStepP - 1) / kStepP));
   dispatch_act(op, a.act, [&](auto t) {
     using T = decltype(t);
     if (a.N <= 32)
