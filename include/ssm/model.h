@@ -77,7 +77,7 @@ struct LoadOptions {
   DType weight_dtype = DType::f32;
   // Copy weights out of the read-only file mapping so they can be trained in place.
   bool writable = false;
-  // Where the weights live and forward() runs. Device::cuda (Mamba-1 and Falcon-Mamba so far) runs
+  // Where the weights live and forward() runs. Device::cuda (Mamba-1/2/3 SISO, Falcon-Mamba) runs
   // inference only, with activations in weight_dtype (bf16 weights: bf16 activations, f32 residual
   // stream and SSM state).
   Device device = Device::cpu;

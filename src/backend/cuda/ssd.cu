@@ -1,5 +1,6 @@
-// The Mamba-2 SSD scan on the GPU (see ssd.h): a sequential recurrence kernel (any shape, fp32 FMAs;
-// the f32 path) and a chunked tensor-core kernel (bf16/f16). The chunked kernel runs one block of 4
+// The Mamba-2 SSD scan on the GPU (see ssd.h): the chunked tensor-core kernel (bf16/f16) and the choice
+// between it and the sequential recurrence (mamba2_ops.cu; any shape, fp32 FMAs, the f32 path). The
+// chunked kernel runs one block of 4
 // warps per (batch, head, slice of PT head channels) and walks the chunks of Q = 64 tokens in order,
 // keeping the [PT, N] state in fp32 registers (no state round trip through device memory). Per chunk,
 // with Λ_l = Σ_{i<=l} A_i inside the chunk:
@@ -21,81 +22,6 @@ namespace ssm::cuda {
 namespace {
 
 constexpr const char* kOp = "ssd_scan";
-
-// ---- the sequential recurrence: one warp per (b, h, p), lanes over N (NPL states each) ----------------
-template <typename T, int NPL>
-__global__ void __launch_bounds__(128) ssd_recurrent_kernel(SSDFwdArgs a) {
-  const int lane = threadIdx.x & 31;
-  const int64_t p = int64_t(blockIdx.x) * 4 + (threadIdx.x >> 5), h = blockIdx.y, b = blockIdx.z;
-  if (p >= a.P) return;
-  const int64_t L = a.L, H = a.H, P = a.P, N = a.N, G = a.G, g = h / (H / G);
-  const T* x = static_cast<const T*>(a.x);
-  const T* Bm = static_cast<const T*>(a.B);
-  const T* Cm = static_cast<const T*>(a.C);
-  T* y = static_cast<T*>(a.y);
-  const int64_t sbase = ((b * H + h) * P + p) * N;
-  float s[NPL];
-#pragma unroll
-  for (int j = 0; j < NPL; ++j) {
-    const int64_t n = lane + 32 * j;
-    s[j] = (a.h0 && n < N) ? a.h0[sbase + n] : 0.f;
-  }
-  constexpr int U = 4;  // steps per iteration: their output reductions are independent
-  for (int64_t t0 = 0; t0 < L; t0 += U) {
-    float acc[U];
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      acc[u] = 0.f;
-      const int64_t t = t0 + u;
-      if (t >= L) continue;
-      const int64_t row = b * L + t;
-      const float dA = expf(a.A[row * H + h]);
-      const float xv = ld(x[(row * H + h) * P + p]);
-      const T* Bt = Bm + (row * G + g) * N;
-      const T* Ct = Cm + (row * G + g) * N;
-#pragma unroll
-      for (int j = 0; j < NPL; ++j) {
-        const int64_t n = lane + 32 * j;
-        if (n < N) {
-          s[j] = dA * s[j] + xv * ld(Bt[n]);
-          acc[u] += s[j] * ld(Ct[n]);
-        }
-      }
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-#pragma unroll
-      for (int u = 0; u < U; ++u) acc[u] += __shfl_xor_sync(0xffffffffu, acc[u], o);
-    if (lane < U && t0 + lane < L) {
-      float v = acc[0];
-#pragma unroll
-      for (int u = 1; u < U; ++u)
-        if (lane == u) v = acc[u];
-      y[((b * L + t0 + lane) * H + h) * P + p] = st<T>(v);
-    }
-  }
-#pragma unroll
-  for (int j = 0; j < NPL; ++j) {
-    const int64_t n = lane + 32 * j;
-    if (n < N) a.hT[sbase + n] = s[j];
-  }
-}
-
-template <typename T>
-void launch_recurrent(const SSDFwdArgs& a, cudaStream_t s) {
-  const dim3 grid(unsigned((a.P + 3) / 4), unsigned(a.H), unsigned(a.batch));
-  if (a.N <= 32)
-    ssd_recurrent_kernel<T, 1><<<grid, 128, 0, s>>>(a);
-  else if (a.N <= 64)
-    ssd_recurrent_kernel<T, 2><<<grid, 128, 0, s>>>(a);
-  else if (a.N <= 128)
-    ssd_recurrent_kernel<T, 4><<<grid, 128, 0, s>>>(a);
-  else if (a.N <= 256)
-    ssd_recurrent_kernel<T, 8><<<grid, 128, 0, s>>>(a);
-  else
-    fail(kOp, "state size N=" + std::to_string(a.N) + " is above the GPU kernel's limit of 256");
-  check_launch(kOp);
-}
 
 // ---- the chunked tensor-core kernel ----------------------------------------------------------------
 constexpr int kQ = int(kSSDChunk);
@@ -476,7 +402,7 @@ void ssd_fwd(const SSDFwdArgs& a, SSDKernel k, void* stream) {
       launch_chunked<__half>(a, s);
     return;
   }
-  dispatch_act(kOp, a.act, [&](auto t) { launch_recurrent<decltype(t)>(a, s); });
+  ssd_recurrent(a, s);
 }
 
 }  // namespace ssm::cuda

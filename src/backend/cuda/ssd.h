@@ -33,6 +33,8 @@ constexpr int64_t kSSDChunk = 64;
 bool ssd_chunked_ok(const SSDFwdArgs& a);
 // Runs the scan; SSDKernel::chunked on arguments it does not support fails naming the op.
 void ssd_fwd(const SSDFwdArgs& a, SSDKernel k = SSDKernel::automatic, void* stream = nullptr);
+// The recurrence kernel alone (mamba2_ops.cu); N <= 256.
+void ssd_recurrent(const SSDFwdArgs& a, void* stream = nullptr);
 
 // Per row of C channels, in groups of `group` channels: v = x * silu(z) (z null, or norm_before_gate: v = x);
 // out = v / sqrt(mean_group(v²) + eps) * w (* silu(z) when norm_before_gate). x, z, out [R, C] of act,
