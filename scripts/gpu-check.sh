@@ -5,13 +5,13 @@
 #   scripts/gpu-check.sh [BUILD_DIR]          run in place (default build/release; fixtures from
 #                                             ../shared or $SSM_SHARED); logs in $OUT (default gpu-check/)
 #   scripts/gpu-check.sh --stage DIR [BUILD]  copy what the run needs (stripped binaries, the CUDA
-#                                             runtime, the Mamba-1 fixtures, the training benchmark's
+#                                             runtime, the Mamba-1/2/3 fixtures, the training benchmark's
 #                                             text and model config, this script) into DIR,
 #                                             for a GPU machine with only the driver; then run
 #                                             `DIR/gpu-check.sh --staged` there
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-tests=(cuda_device cuda_ops_forward cuda_selective_scan cuda_models cuda_step cuda_mamba3 cuda_nccl cuda_train_ops cuda_train)
+tests=(cuda_device cuda_ops_forward cuda_selective_scan cuda_models cuda_step cuda_ssd cuda_mamba2 cuda_mamba3 cuda_nccl cuda_train_ops cuda_train)
 
 if [ "${1:-}" = --stage ]; then
   dir=${2:?--stage needs a directory}
@@ -26,7 +26,7 @@ if [ "${1:-}" = --stage ]; then
     while read -r l; do cp -L "$l" "$libs/lib/"; done
   tar cJf "$dir/lib.tar.xz" -C "$libs" lib
   rm -rf "$libs"
-  for f in hf-mamba1-tiny ssm-mamba1-tiny hf-falcon-mamba-tiny; do cp -r "$shared/fixtures/$f" "$dir/shared/fixtures/"; done
+  for f in hf-mamba1-tiny ssm-mamba1-tiny hf-falcon-mamba-tiny hf-mamba2-tiny ssm-mamba2-tiny ssm-mamba3-tiny ssm-mamba3-tiny-bf16; do cp -r "$shared/fixtures/$f" "$dir/shared/fixtures/"; done
   mkdir -p "$dir/shared/data/text" "$dir/bench"
   cp "$shared/data/text/tinyshakespeare.txt" "$dir/shared/data/text/"
   cp "$root/bench/mamba-130m.json" "$dir/bench/"
@@ -61,7 +61,7 @@ for t in "${tests[@]}"; do
   echo "$t: exit $rc, $(grep -E '^\[  (PASSED|FAILED) ' "$out/$t.txt" | tr '\n' ' ')"
   [ $rc = 0 ] || status=1
 done
-for m in mamba-130m mamba-1.4b; do  # random weights of the released shapes, bf16
+for m in mamba-130m mamba-1.4b mamba2-130m; do  # random weights of the released shapes, bf16
   timeout 300 "$bin/ssm" bench --device cuda --dtype bf16 --random $m -p 2048 -n 256 -r 5 2>&1 | tee -a "$out/bench.txt"
   timeout 300 "$bin/ssm" bench --device cuda --dtype bf16 --random $m -p 128 -n 128 -r 5 --tg-batch 64 2>&1 |
     tee -a "$out/bench.txt"

@@ -109,7 +109,7 @@ ssm::tools::Command cmd{
       app.add_option("--dtype", o->dtype, "weight dtype: f32 | bf16 | f16")->capture_default_str();
       app.add_option("-o,--output", o->output, "md | json")->capture_default_str();
       app.add_option("--device", o->device,
-                     "cpu | cuda (Mamba-1, Falcon-Mamba; tg waits for the GPU after every step, logits left there)")
+                     "cpu | cuda (Mamba-1/2/3, Falcon-Mamba; tg waits for the GPU after every step, logits left there)")
           ->capture_default_str();
       app.footer(
           "Examples:\n"

@@ -232,7 +232,7 @@ tools::Command cmd{"generate", "Generate text from a prompt (the default job)", 
   app.add_option("--parallel", o->parallel, "generate N continuations of the prompt as one batch")->default_str("1");
   app.add_option("--tokenizer", o->tokenizer, "tokenizer.json (default: the one in the model directory)");
   app.add_option("--dtype", o->dtype, "weight storage: f32, bf16 or f16")->default_str("f32");
-  app.add_option("--device", o->device, "cpu, or cuda (Mamba-1/Falcon-Mamba; activations in --dtype)")->default_str("cpu");
+  app.add_option("--device", o->device, "cpu, or cuda (Mamba-1/2/3, Falcon-Mamba; activations in --dtype)")->default_str("cpu");
   app.add_option("-c,--ctx-size", o->ctx, "accepted for llama.cpp compatibility; SSMs have no context limit");
   app.add_flag("--ignore-eos", o->ignore_eos, "keep generating past the end-of-text token");
   app.add_flag("--no-display-prompt", o->no_display_prompt, "print only the generated text");

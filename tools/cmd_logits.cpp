@@ -60,7 +60,7 @@ tools::Command cmd{"logits", "Write the logits of token ids or a text to a safet
   app.add_option("--last-n", o->last_n, "only the last N positions (0 = all)")->default_str("0");
   app.add_option("--tokenizer", o->tokenizer, "tokenizer.json (default: the one in the model directory)");
   app.add_option("--dtype", o->dtype, "weight storage: f32, bf16 or f16")->default_str("f32");
-  app.add_option("--device", o->device, "cpu, or cuda (Mamba-1/Falcon-Mamba; activations in --dtype)")->default_str("cpu");
+  app.add_option("--device", o->device, "cpu, or cuda (Mamba-1/2/3, Falcon-Mamba; activations in --dtype)")->default_str("cpu");
   app.footer(
       "Examples:\n"
       "  ssm logits -m mamba-130m --input-ids ids.safetensors --out logits.safetensors\n"

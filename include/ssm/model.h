@@ -77,9 +77,9 @@ struct LoadOptions {
   DType weight_dtype = DType::f32;
   // Copy weights out of the read-only file mapping so they can be trained in place.
   bool writable = false;
-  // Where the weights live and forward() runs. Device::cuda (Mamba-1 and Falcon-Mamba so far) runs
-  // inference and training, with activations in weight_dtype unless set_activation_dtype() says
-  // otherwise (bf16 weights: bf16 activations, f32 residual stream and SSM state).
+  // Where the weights live and forward() runs. Device::cuda runs inference of Mamba-1/2/3 (SISO) and
+  // Falcon-Mamba, and training of Mamba-1 and Falcon-Mamba, with activations in weight_dtype unless
+  // set_activation_dtype() says otherwise (bf16 weights: bf16 activations, f32 residual stream and SSM state).
   Device device = Device::cpu;
 };
 
@@ -132,7 +132,7 @@ class Model {
   // state updated in place. The default runs mixer() on a one-token sequence.
   virtual void mixer_step(int64_t layer, const float* h, float* out, int64_t B, std::vector<Tensor>& layer_state,
                           DecodeScratch& scratch) const;
-  // step() of a model on the GPU; the default fails (architectures without a GPU step).
+  // step() of a model on the GPU; the default runs forward() on a one-token sequence (allocates per token).
   virtual const Tensor& step_cuda(std::span<const int64_t> ids, InferenceState& state) const;
   virtual size_t mixer_state_bytes() const = 0;
   virtual size_t mixer_state_count() const = 0;

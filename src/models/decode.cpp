@@ -111,8 +111,16 @@ void Model::mixer_step(int64_t li, const float* h, float* out, int64_t B, std::v
   std::copy_n(y.data<float>(), B * dm, out);
 }
 
-const Tensor& Model::step_cuda(std::span<const int64_t>, InferenceState&) const {
-  fail("model", std::string("no GPU decode step for ") + arch_name(cfg_.arch) + "; use forward() with the state");
+// Architectures without a fused GPU step: the parallel forward on a one-token sequence (allocates per token).
+const Tensor& Model::step_cuda(std::span<const int64_t> ids, InferenceState& state) const {
+  const int64_t B = state.batch;
+  if (!state.scratch || state.scratch->batch != B || state.scratch->cuda) {
+    state.scratch = std::make_shared<DecodeScratch>();
+    state.scratch->batch = B;
+  }
+  Tensor t = Tensor::from_vector(std::vector<int64_t>(ids.begin(), ids.end()), {B, 1});
+  state.scratch->logits = forward(t, &state, 1).view({B, cfg_.vocab_size});
+  return state.scratch->logits;
 }
 
 const Tensor& Model::step(std::span<const int64_t> ids, InferenceState& state) const {

@@ -7,6 +7,9 @@
 #include "ops/rows.h"
 #include "ops/scan_common.h"
 #include "ssm/ops.h"
+#ifdef SSM_HAVE_CUDA
+#include "backend/cuda/mamba2_step.h"
+#endif
 
 namespace ssm {
 namespace {
@@ -48,6 +51,16 @@ class Mamba2Model : public Model {
       if (c.proj_bias) l.out_proj_b = get("out_proj.bias", {c.d_model}, DType::f32, K::zeros);
       layers_.push_back(l);
     }
+#ifdef SSM_HAVE_CUDA
+    if (opts.device == Device::cuda) {
+      gpu_.embedding = embedding_, gpu_.lm_head = lm_head_, gpu_.norm_f = norm_f_;
+      for (int64_t i = 0; i < c.n_layer; ++i) {
+        const Mamba2Layer& l = layers_[size_t(i)];
+        gpu_.layers.push_back({norm_[size_t(i)], l.in_proj, l.in_proj_b, l.conv_w, l.conv_b, l.dt_bias, l.A_log, l.D,
+                               l.norm_w, l.out_proj, l.out_proj_b});
+      }
+    }
+#endif
   }
 
  protected:
@@ -65,18 +78,21 @@ class Mamba2Model : public Model {
     Tensor x = conv.y.slice(2, 0, Di).contiguous().view({B, L, H, P});
     Tensor Bm = conv.y.slice(2, Di, Di + G * N).contiguous().view({B, L, G, N});
     Tensor Cm = conv.y.slice(2, Di + G * N, Di + 2 * G * N).contiguous().view({B, L, G, N});
-    Tensor delta = softplus(add(dt.contiguous(), l.dt_bias));  // [B, L, H]
+    // Δ and the decays in f32 (the parameters' dtype); on the GPU the activations (act) may be bf16/f16,
+    // and the SSD scan takes the f32 decays and state as they are.
+    const DType act = x.dtype();
+    Tensor delta = softplus(add(dt.contiguous().to(DType::f32), l.dt_bias));  // [B, L, H] f32
     if (c.dt_limit_lo > 0 || std::isfinite(c.dt_limit_hi)) delta = clamp(delta, c.dt_limit_lo, c.dt_limit_hi);
     Tensor A = neg(exp(l.A_log));                               // [H]
     SSDArgs a;
-    a.x = mul(x, delta.unsqueeze(3));                           // [B, L, H, P]
+    a.x = mul(x, delta.to(act).unsqueeze(3));                   // [B, L, H, P]
     a.A = mul(delta, A);                                        // [B, L, H]
     a.B = Bm;
     a.C = Cm;
     a.chunk_size = c.chunk_size;
     if (st) a.initial_state = (*st)[1];
     ScanOut s = ssd_scan(a);                                    // y [B, L, H, P]
-    Tensor Dv = c.d_has_hdim ? l.D.view({H, P}) : l.D.view({H, 1});
+    Tensor Dv = (c.d_has_hdim ? l.D.view({H, P}) : l.D.view({H, 1})).to(act);
     Tensor y = add(s.y, mul(x, Dv)).view({B, L, Di});
     if (c.gated_norm)
       y = gated_rms_norm(y, z.contiguous(), l.norm_w, Di / G, 1e-5, c.norm_before_gate);
@@ -141,6 +157,12 @@ class Mamba2Model : public Model {
     }
     decode::linear(yn, B, l.out_proj, l.out_proj_b, out);
   }
+#ifdef SSM_HAVE_CUDA
+  const Tensor& step_cuda(std::span<const int64_t> ids, InferenceState& state) const override {
+    if (cfg_.gated_norm) return cuda::mamba2_step(cfg_, gpu_, ids, state);
+    return Model::step_cuda(ids, state);  // without the gated norm: the op path (allocates per token)
+  }
+#endif
   size_t mixer_state_count() const override { return 2; }
   size_t mixer_state_bytes() const override {
     const auto& c = cfg_;
@@ -151,6 +173,9 @@ class Mamba2Model : public Model {
 
  private:
   std::vector<Mamba2Layer> layers_;
+#ifdef SSM_HAVE_CUDA
+  cuda::Mamba2StepWeights gpu_;  // the GPU step's view of the weights (device cuda only)
+#endif
 };
 
 }  // namespace

@@ -44,9 +44,13 @@ std::unique_ptr<Model> build_arch(const ModelConfig& cfg, WeightSource& src, con
 std::unique_ptr<Model> build_model(const ModelConfig& cfg, WeightSource& src, const LoadOptions& opts) {
   if (opts.device == Device::cpu) return build_arch(cfg, src, opts);
   SSM_CHECK(cuda_device_count() > 0, "model", "no CUDA device found; use --device cpu");
-  SSM_CHECK((cfg.arch == Arch::mamba1 || cfg.arch == Arch::falcon_mamba) && cfg.selective && cfg.rms_norm, "model",
-            std::string("the CUDA backend runs Mamba-1 and Falcon-Mamba (selective, RMSNorm) models so far, not ") +
-                arch_name(cfg.arch) + (cfg.selective ? "" : " (LTI)") + "; use --device cpu");
+  const bool gpu_arch = ((cfg.arch == Arch::mamba1 || cfg.arch == Arch::falcon_mamba) && cfg.selective) ||
+                        cfg.arch == Arch::mamba2 || cfg.arch == Arch::mamba3;
+  SSM_CHECK(gpu_arch && cfg.rms_norm, "model",
+            std::string("the CUDA backend runs Mamba-1, Falcon-Mamba (selective), Mamba-2 and Mamba-3 models with "
+                        "RMSNorm so far, not ") +
+                arch_name(cfg.arch) + (cfg.selective ? "" : " (LTI)") + (cfg.rms_norm ? "" : " with LayerNorm") +
+                "; use --device cpu");
   OnDevice dev(src, opts.device);
   return build_arch(cfg, dev, opts);
 }

@@ -3,7 +3,6 @@
 // f32, bf16 or f16; parameters (norm weights, conv weights and biases, linear biases) are f32.
 #pragma once
 #include "ssm/ops.h"
-#include "ssm/ops_mamba3.h"
 
 namespace ssm::detail {
 
@@ -24,8 +23,6 @@ NormAdd rms_norm_cuda(const char* op, const Tensor& x, const Tensor& residual, c
 Conv1dOut causal_conv1d_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& initial_state,
                              bool silu);
 Tensor concat_cuda(const std::vector<Tensor>& xs, int64_t dim);
-// Arguments checked by mamba3_siso_scan (src/ops/mamba3_cuda.cpp; kernel in backend/cuda/mamba3_fwd.cu).
-Mamba3SisoOut mamba3_siso_cuda(const Mamba3SisoArgs& a);
 
 // TF32 for f32 GEMMs on the GPU: off unless the environment sets SSM_CUDA_TF32=1.
 bool cuda_tf32();

@@ -13,6 +13,7 @@
 
 #include "ops/cuda_ops.h"
 #include "ops/cuda_train.h"
+#include "ops/ssd_cuda.h"
 #include "ops/fast_math.h"
 #include "ops/op_util.h"
 #include "ops/reference/elementwise.h"
@@ -385,6 +386,7 @@ Tensor softplus(const Tensor& x_in, double threshold) {
 }
 
 Tensor clamp(const Tensor& x_in, double lo, double hi) {
+  if (x_in.device() == Device::cuda) return detail::clamp_cuda(x_in, lo, hi);
   check_input("clamp", x_in, "x");
   SSM_CHECK(lo <= hi, "clamp", "lo (" + std::to_string(lo) + ") must be <= hi (" + std::to_string(hi) + ")");
   Tensor x = cont(x_in);

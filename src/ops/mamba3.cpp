@@ -8,11 +8,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <span>
 #include <vector>
 
-#include "ops/cuda_ops.h"
 #include "ops/mamba3_backward.h"
+#include "ops/mamba3_cuda.h"
 #include "ops/op_util.h"
 #include "ops/scan_common.h"
 #include "ssm/ops_mamba3.h"
@@ -143,12 +142,15 @@ void mamba3_siso_f32(const ref::Mamba3RefArgs<float>& a) {
   });
 }
 
-// Shapes for both devices. Dtypes: on the CPU every tensor has v's dtype (f32 or f64); on the GPU q,
-// k and z share v's dtype (f32, bf16 or f16) and the rest (the per-token scalars adt, dt, trap and
-// angles, the parameters, the states) is f32. Every tensor is on v's device.
 void check_args(const Mamba3SisoArgs& a) {
   using namespace detail;
-  check_float(kOp, a.v, "v");
+  check_defined(kOp, a.v, "v");
+  const bool gpu = a.v.device() == Device::cuda;
+  if (gpu)
+    SSM_CHECK(a.v.dtype() == DType::f32 || a.v.dtype() == DType::bf16 || a.v.dtype() == DType::f16, kOp,
+              std::string("v on the GPU must be f32, bf16 or f16, got ") + dtype_name(a.v.dtype()));
+  else
+    check_float(kOp, a.v, "v");
   check_dim(kOp, a.v, 4, "v");
   const int64_t B = a.v.size(0), L = a.v.size(1), H = a.v.size(2), P = a.v.size(3);
   SSM_CHECK(B >= 1 && L >= 1 && H >= 1 && P >= 1, kOp, "v must be non-empty, got shape " + shape_str(a.v.shape()));
@@ -181,25 +183,27 @@ void check_args(const Mamba3SisoArgs& a) {
   if (a.ssm_state.defined()) check_shape(kOp, a.ssm_state, {B, H, P, N}, "ssm_state");
   if (a.k_state.defined()) check_shape(kOp, a.k_state, {B, H, N}, "k_state");
   if (a.v_state.defined()) check_shape(kOp, a.v_state, {B, H, P}, "v_state");
-  using Named = std::pair<const Tensor*, const char*>;
-  const Named acts[] = {{&a.q, "q"}, {&a.k, "k"}, {&a.z, "z"}};
-  const Named f32s[] = {{&a.adt, "adt"},       {&a.dt, "dt"},       {&a.trap, "trap"},
-                        {&a.angles, "angles"}, {&a.q_bias, "q_bias"}, {&a.k_bias, "k_bias"},
-                        {&a.D, "D"},           {&a.angle_state, "angle_state"}, {&a.ssm_state, "ssm_state"},
-                        {&a.k_state, "k_state"}, {&a.v_state, "v_state"}};
-  const bool gpu = a.v.device() == Device::cuda;
-  for (const auto& list : {std::span<const Named>(acts), std::span<const Named>(f32s)}) {
-    for (const auto& [t, name] : list) {
-      if (!t->defined()) continue;
-      SSM_CHECK(t->device() == a.v.device(), kOp,
-                std::string(name) + " is on " + device_name(t->device()) + " but v is on " + device_name(a.v.device()));
-      if (!gpu || list.data() == acts) {
-        check_same_dtype(kOp, a.v, "v", *t, name);
-      } else {
-        SSM_CHECK(t->dtype() == DType::f32, kOp,
-                  std::string(name) + " on the GPU must be f32, got " + dtype_name(t->dtype()));
-      }
-    }
+  const std::pair<const Tensor*, const char*> all[] = {{&a.q, "q"},
+                                                       {&a.k, "k"},
+                                                       {&a.adt, "adt"},
+                                                       {&a.dt, "dt"},
+                                                       {&a.trap, "trap"},
+                                                       {&a.q_bias, "q_bias"},
+                                                       {&a.k_bias, "k_bias"},
+                                                       {&a.angles, "angles"},
+                                                       {&a.D, "D"},
+                                                       {&a.z, "z"},
+                                                       {&a.angle_state, "angle_state"},
+                                                       {&a.ssm_state, "ssm_state"},
+                                                       {&a.k_state, "k_state"},
+                                                       {&a.v_state, "v_state"}};
+  // On the GPU, q, k and z have v's dtype and the rest (per-step scalars, parameters, states) may also be f32.
+  for (const auto& [t, name] : all) {
+    if (!t->defined()) continue;
+    SSM_CHECK(t->device() == a.v.device(), kOp,
+              std::string(name) + " is on " + device_name(t->device()) + " but v is on " + device_name(a.v.device()));
+    const bool act = t == &a.q || t == &a.k || t == &a.z;
+    if (!(gpu && !act && t->dtype() == DType::f32)) check_same_dtype(kOp, a.v, "v", *t, name);
   }
 }
 

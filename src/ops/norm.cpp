@@ -11,6 +11,7 @@
 
 #include "ops/fast_math.h"
 #include "ops/cuda_ops.h"
+#include "ops/ssd_cuda.h"
 #include "ops/op_util.h"
 #include "ops/rows.h"
 
@@ -388,6 +389,8 @@ NormAdd layer_norm_add(const Tensor& x, const Tensor& residual, const Tensor& w,
 Tensor gated_rms_norm(const Tensor& x, const Tensor& z, const Tensor& w, int64_t group_size, double eps,
                       bool norm_before_gate) {
   const char* op = "gated_rms_norm";
+  if (x.defined() && x.device() == Device::cuda)
+    return detail::gated_rms_norm_cuda(x, z, w, group_size, eps, norm_before_gate);
   check_norm_args(op, x, z, w, Tensor(), eps);
   const int64_t C = x.size(-1);
   SSM_CHECK(group_size >= 1 && C % group_size == 0, op,

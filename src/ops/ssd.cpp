@@ -10,10 +10,12 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <tuple>
 #include <vector>
 
 #include "ops/op_util.h"
 #include "ops/scan_common.h"
+#include "ops/ssd_cuda.h"
 
 namespace ssm {
 namespace {
@@ -358,8 +360,13 @@ std::vector<Tensor> ssd_backward(const std::vector<Tensor>& in, const Tensor& dy
 
 void check_args(const SSDArgs& a) {
   using namespace detail;
-  check_float(kOp, a.x, "x");
-  SSM_NO_CUDA(kOp, a.x);
+  check_defined(kOp, a.x, "x");
+  const bool gpu = a.x.device() == Device::cuda;
+  if (gpu)
+    SSM_CHECK(a.x.dtype() == DType::f32 || a.x.dtype() == DType::bf16 || a.x.dtype() == DType::f16, kOp,
+              std::string("x on the GPU must be f32, bf16 or f16, got ") + dtype_name(a.x.dtype()));
+  else
+    check_float(kOp, a.x, "x");
   check_dim(kOp, a.x, 4, "x");
   const int64_t Bsz = a.x.size(0), L = a.x.size(1), H = a.x.size(2), P = a.x.size(3);
   SSM_CHECK(Bsz >= 1 && L >= 1 && H >= 1 && P >= 1, kOp, "x must be non-empty, got shape " + shape_str(a.x.shape()));
@@ -377,13 +384,15 @@ void check_args(const SSDArgs& a) {
   check_shape(kOp, a.C, {Bsz, L, G, N}, "C");
   if (a.initial_state.defined()) check_shape(kOp, a.initial_state, {Bsz, H, P, N}, "initial_state");
   SSM_CHECK(a.chunk_size >= 1, kOp, "chunk_size must be >= 1, got " + std::to_string(a.chunk_size));
-  const std::pair<const Tensor*, const char*> all[] = {
-      {&a.A, "A"}, {&a.B, "B"}, {&a.C, "C"}, {&a.initial_state, "initial_state"}};
-  for (const auto& [t, name] : all) {
+  // On the CPU every tensor has x's dtype; on the GPU A and initial_state may also be f32 (the decays
+  // and the state are fp32 there).
+  const std::tuple<const Tensor*, const char*, bool> all[] = {
+      {&a.A, "A", true}, {&a.B, "B", false}, {&a.C, "C", false}, {&a.initial_state, "initial_state", true}};
+  for (const auto& [t, name, f32_ok] : all) {
     if (!t->defined()) continue;
-    check_same_dtype(kOp, a.x, "x", *t, name);
-    SSM_CHECK(t->device() == Device::cpu, kOp,
-              std::string(name) + " is on " + device_name(t->device()) + " but x is on the CPU");
+    SSM_CHECK(t->device() == a.x.device(), kOp,
+              std::string(name) + " is on " + device_name(t->device()) + " but x is on " + device_name(a.x.device()));
+    if (!(gpu && f32_ok && t->dtype() == DType::f32)) check_same_dtype(kOp, a.x, "x", *t, name);
   }
 }
 
@@ -391,6 +400,7 @@ void check_args(const SSDArgs& a) {
 
 ScanOut ssd_scan(const SSDArgs& a) {
   check_args(a);
+  if (a.x.device() == Device::cuda) return detail::ssd_scan_cuda(a);
   auto cont = [](const Tensor& t) {  // contiguous copy recording no history (this op records its own)
     autograd::NoGradGuard ng;
     return t.defined() ? t.contiguous() : Tensor();
