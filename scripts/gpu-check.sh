@@ -11,7 +11,7 @@
 #                                             `DIR/gpu-check.sh --staged` there
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-tests=(cuda_device cuda_ops_forward cuda_selective_scan cuda_models cuda_step cuda_ssd cuda_mamba2 cuda_mamba3 cuda_nccl cuda_train_ops cuda_train)
+tests=(cuda_device cuda_ops_forward cuda_selective_scan cuda_models cuda_step cuda_ssd cuda_mamba2 cuda_mamba3 cuda_nccl cuda_train_ops cuda_train cuda_data_parallel)
 
 if [ "${1:-}" = --stage ]; then
   dir=${2:?--stage needs a directory}

@@ -170,6 +170,24 @@ TEST_F(Cli, DeviceErrors) {
   }
 }
 
+// Data parallel without GPUs: the launcher and a launched rank both say what is missing.
+TEST_F(Cli, DataParallelNeedsGpus) {
+  if (cuda_device_count() > 0) GTEST_SKIP() << "a CUDA device is visible (tests/cuda_data_parallel.cpp runs it)";
+  const std::string args = "train --task induction --steps 1 -o " + tmp("run");
+  CmdResult r = ssm(args + " --gpus 2");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("--gpus 2: only 0 GPUs are visible"), std::string::npos) << r.err;
+  r = ssm(args + " --gpus 0");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("--gpus"), std::string::npos) << r.err;
+  r = CmdResult();
+  std::string env = "RANK=0 WORLD_SIZE=1 ";
+  int st = std::system((env + SSM_BINARY_DIR + "/ssm " + args + " --device cuda > " + tmp("o.txt") + " 2> " + tmp("e.txt")).c_str());
+  EXPECT_EQ(WIFEXITED(st) ? WEXITSTATUS(st) : -1, 1);
+  EXPECT_NE(slurp(tmp("e.txt")).find("no CUDA device"), std::string::npos) << slurp(tmp("e.txt"));
+  EXPECT_FALSE(fs::exists(tmp("run") + "/train.jsonl")) << "nothing is written";
+}
+
 TEST_F(Cli, InfoReportsSizes) {
   SSM_REQUIRE_SHARED("fixtures/ssm-mamba1-tiny/config.json");
   auto model = Model::load(shared_path("fixtures/ssm-mamba1-tiny"));
