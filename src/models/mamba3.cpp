@@ -92,16 +92,10 @@ class Mamba3Model : public Model {
     // Δ and A in f32 (on the GPU the activations may be bf16/f16; the scan takes f32 per-step scalars).
     Tensor DT = softplus(add(dd_dt.to(DType::f32), l.dt_bias));  // [B, L, H]
     // A = -max(f(dd_A), A_floor) with the heavy-tailed f(x) = 1 + x (x >= 0), 1 / (1 - x) (x < 0),
-    // written branch-free as f(x) = relu(x) + 1 / (1 + relu(-x)) (on the GPU relu as clamp(x, 0, inf)).
-    Tensor f;
-    if (h.device() == Device::cpu) {
-      Tensor one = Tensor::full({1}, 1.0);
-      f = add(relu(dd_A), div(one, add_scalar(relu(neg(dd_A)), 1.0)));
-    } else {
-      const double inf = std::numeric_limits<double>::infinity();
-      Tensor x = dd_A.to(DType::f32), one = Tensor::full({1}, 1.0).to(h.device());
-      f = add(clamp(x, 0, inf), div(one, add(clamp(neg(x), 0, inf), one)));
-    }
+    // written branch-free as f(x) = relu(x) + 1 / (1 + relu(-x)), relu as clamp(x, 0, inf) (both devices).
+    const double inf = std::numeric_limits<double>::infinity();
+    Tensor ddA = dd_A.to(DType::f32), one = Tensor::full({1}, 1.0).to(h.device());
+    Tensor f = add(clamp(ddA, 0, inf), div(one, add(clamp(neg(ddA), 0, inf), one)));
     Tensor A = neg(clamp(f, c.a_floor, std::numeric_limits<double>::infinity()));  // [B, L, H]
     Mamba3SisoArgs a;
     a.q = rms_norm(Cm, l.C_norm, 1e-5);  // [B, L, G, N]
