@@ -12,9 +12,10 @@ namespace ssm::cuda {
 
 // Row-major C [M, N] = op(A) [M, K] · op(B) [K, N] through cuBLASLt (fp32 accumulation); A and B of
 // `in`, C of `out` (f32 output from bf16/f16 inputs allowed). trans_a: A is stored [K, M]; trans_b:
-// B is stored [N, K]. f32 inputs compute in exact fp32 unless tf32.
+// B is stored [N, K]. f32 inputs compute in exact fp32 unless tf32. `stream` (a cudaStream_t) null:
+// the default. (src/backend/cuda/gemm.cu; linear's gemm() of kernels.h is this with trans_b.)
 void matmul(DType in, DType out, const void* A, bool trans_a, const void* B, bool trans_b, void* C, int64_t M,
-            int64_t N, int64_t K, bool tf32);
+            int64_t N, int64_t K, bool tf32, void* stream = nullptr);
 
 enum class UnaryGrad { silu, softplus };
 // dx = g * f'(x) over n contiguous elements of dt; `param` is softplus's threshold.
