@@ -10,6 +10,7 @@
 
 #include "backend/cuda/decode.h"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/step_graph.h"
 #include "backend/cuda/ssd.h"
 #include "models/decode.h"
 #include "ops/cuda_ops.h"
@@ -17,41 +18,17 @@
 namespace ssm::cuda {
 namespace {
 
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) fail("step", std::string(what) + ": " + cudaGetErrorString(e));
-}
-
-bool graphs_enabled() {
-  const char* v = std::getenv("SSM_CUDA_GRAPHS");
-  return !(v && std::strcmp(v, "0") == 0);
-}
-
 // Everything the captured graph reads or writes, at fixed addresses.
-struct GpuStep2 {
-  int64_t B = 0;
-  cudaStream_t stream = nullptr;
-  cudaEvent_t before = nullptr, after = nullptr;
-  Tensor ids, resid, normed, zx, xbc, y, yn, out, logits;
-  std::vector<Tensor> conv, ssm;  // per layer: [B, W-1, conv_dim] act, [B, H, P, N] f32
-  cudaGraphExec_t exec = nullptr;
-  ~GpuStep2() {  // errors are ignored: at process exit the driver may already be gone
-    if (exec) cudaGraphExecDestroy(exec);
-    if (before) cudaEventDestroy(before);
-    if (after) cudaEventDestroy(after);
-    if (stream) cudaStreamDestroy(stream);
-  }
+struct GpuStep2 : StepGraph {
+  using StepGraph::StepGraph;
+  Tensor resid, normed, zx, xbc, y, yn, out;
 };
 
 std::shared_ptr<GpuStep2> make_step(const ModelConfig& c, DType act, int64_t B) {
-  auto g = std::make_shared<GpuStep2>();
-  g->B = B;
-  check(cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking), "cudaStreamCreate");
-  check(cudaEventCreateWithFlags(&g->before, cudaEventDisableTiming), "cudaEventCreate");
-  check(cudaEventCreateWithFlags(&g->after, cudaEventDisableTiming), "cudaEventCreate");
+  auto g = std::make_shared<GpuStep2>(B);
   const Device dev = Device::cuda;
   const int64_t dm = c.d_model, Di = c.d_inner, GN = c.ngroups * c.d_state, conv_dim = Di + 2 * GN;
   const int64_t E = 2 * Di + 2 * GN + c.nheads;
-  g->ids = Tensor::empty({B}, DType::i64, dev);
   g->resid = Tensor::empty({B, dm}, DType::f32, dev);
   g->normed = Tensor::empty({B, dm}, act, dev);
   g->zx = Tensor::empty({B, E}, act, dev);
@@ -125,19 +102,6 @@ void record(const ModelConfig& c, const Mamba2StepWeights& w, GpuStep2& g, cudaS
   }
 }
 
-// Makes the state's tensor `t` the step's buffer `own` (copying its contents in; undefined = zeros).
-void adopt(Tensor& t, Tensor& own) {
-  if (t.defined() && t.raw_data() == own.raw_data()) return;
-  if (!t.defined()) {
-    check(cudaMemset(own.raw_data(), 0, own.nbytes()), "cudaMemset");
-  } else {
-    SSM_CHECK(t.shape() == own.shape(), "step",
-              "decode state has shape " + shape_str(t.shape()) + ", expected " + shape_str(own.shape()));
-    own.copy_(t);
-  }
-  t = own;
-}
-
 }  // namespace
 
 const Tensor& mamba2_step(const ModelConfig& c, const Mamba2StepWeights& w, std::span<const int64_t> ids,
@@ -151,38 +115,7 @@ const Tensor& mamba2_step(const ModelConfig& c, const Mamba2StepWeights& w, std:
     state.scratch = ws;
   }
   GpuStep2& g = *std::static_pointer_cast<GpuStep2>(state.scratch->cuda);
-  for (int64_t i = 0; i < c.n_layer; ++i) {
-    adopt(state.layers[size_t(i)][0], g.conv[size_t(i)]);
-    adopt(state.layers[size_t(i)][1], g.ssm[size_t(i)]);
-  }
-  // Ordered after earlier work on the default stream (the prefill, the copies above) and before later.
-  check(cudaEventRecord(g.before, nullptr), "cudaEventRecord");
-  check(cudaStreamWaitEvent(g.stream, g.before, 0), "cudaStreamWaitEvent");
-  check(cudaMemcpyAsync(g.ids.raw_data(), ids.data(), size_t(B) * sizeof(int64_t), cudaMemcpyHostToDevice, g.stream),
-        "cudaMemcpyAsync");
-  if (g.exec) {
-    check(cudaGraphLaunch(g.exec, g.stream), "cudaGraphLaunch");
-  } else {
-    record(c, w, g, g.stream);  // the first step runs eagerly (cuBLASLt plans its GEMMs here) ...
-    if (graphs_enabled()) {     // ... and is captured for the next ones
-      cudaGraph_t graph = nullptr;
-      check(cudaStreamBeginCapture(g.stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
-      try {
-        record(c, w, g, g.stream);
-      } catch (...) {
-        cudaStreamEndCapture(g.stream, &graph);
-        if (graph) cudaGraphDestroy(graph);
-        throw;
-      }
-      check(cudaStreamEndCapture(g.stream, &graph), "cudaStreamEndCapture");
-      cudaError_t e = cudaGraphInstantiate(&g.exec, graph, 0);
-      cudaGraphDestroy(graph);
-      check(e, "cudaGraphInstantiate");
-    }
-  }
-  check(cudaEventRecord(g.after, g.stream), "cudaEventRecord");
-  check(cudaStreamWaitEvent(nullptr, g.after, 0), "cudaStreamWaitEvent");
-  return g.logits;
+  return g.run(state, ids, [&](cudaStream_t s) { record(c, w, g, s); });
 }
 
 }  // namespace ssm::cuda
