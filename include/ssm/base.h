@@ -39,6 +39,8 @@ void cuda_set_device(int i);   // this thread's GPU (0 .. count-1; data-parallel
 uint64_t cuda_peak_bytes();      // the most device memory held by tensors at once (since start or the last reset)
 uint64_t cuda_reserved_bytes();  // device memory obtained from the driver (tensors + freed blocks kept for reuse)
 void cuda_reset_peak();          // the peak restarts from what tensors hold now
+// Fails naming `where`: "this build of ssm has no CUDA backend (rebuild with nvcc installed)".
+[[noreturn]] void fail_no_cuda(const char* where);
 
 // Half-precision scalars (storage formats; math is done in fp32).
 float f16_to_f32(uint16_t h);

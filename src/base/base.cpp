@@ -48,6 +48,10 @@ bool dtype_is_float(DType t) { return t == DType::f64 || t == DType::f32 || t ==
 
 const char* device_name(Device d) { return d == Device::cpu ? "cpu" : "cuda"; }
 
+void fail_no_cuda(const char* where) {
+  fail(where, "this build of ssm has no CUDA backend (rebuild with nvcc installed)");
+}
+
 float f16_to_f32(uint16_t h) {
   uint32_t sign = uint32_t(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
   if (exp == 0) {

@@ -17,23 +17,18 @@ namespace ssm {
 
 #ifndef SSM_HAVE_CUDA
 void cuda_copy(const Tensor&, const Tensor&) {
-  fail("copy_", "this build of ssm has no CUDA backend (rebuild with nvcc installed)");
+  fail_no_cuda("copy_");
 }
 namespace detail {
-namespace {
-[[noreturn]] void no_cuda(const char* op) {
-  fail(op, "this build of ssm has no CUDA backend (rebuild with nvcc installed)");
-}
-}  // namespace
-Tensor unary_cuda(const char* op, CudaUnary, const Tensor&, double) { no_cuda(op); }
-Tensor binary_cuda(const char* op, CudaBinary, const Tensor&, const Tensor&) { no_cuda(op); }
-Tensor linear_cuda(const Tensor&, const Tensor&, const Tensor&) { no_cuda("linear"); }
-Tensor embedding_cuda(const Tensor&, const Tensor&) { no_cuda("embedding"); }
-NormAdd rms_norm_cuda(const char* op, const Tensor&, const Tensor&, const Tensor&, double, bool) { no_cuda(op); }
+Tensor unary_cuda(const char* op, CudaUnary, const Tensor&, double) { fail_no_cuda(op); }
+Tensor binary_cuda(const char* op, CudaBinary, const Tensor&, const Tensor&) { fail_no_cuda(op); }
+Tensor linear_cuda(const Tensor&, const Tensor&, const Tensor&) { fail_no_cuda("linear"); }
+Tensor embedding_cuda(const Tensor&, const Tensor&) { fail_no_cuda("embedding"); }
+NormAdd rms_norm_cuda(const char* op, const Tensor&, const Tensor&, const Tensor&, double, bool) { fail_no_cuda(op); }
 Conv1dOut causal_conv1d_cuda(const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool) {
-  no_cuda("causal_conv1d");
+  fail_no_cuda("causal_conv1d");
 }
-Tensor concat_cuda(const std::vector<Tensor>&, int64_t) { no_cuda("concat"); }
+Tensor concat_cuda(const std::vector<Tensor>&, int64_t) { fail_no_cuda("concat"); }
 bool cuda_tf32() { return false; }
 }  // namespace detail
 #else

@@ -15,15 +15,10 @@
 namespace ssm::detail {
 
 #ifndef SSM_HAVE_CUDA
-namespace {
-[[noreturn]] void no_cuda(const char* op) {
-  fail(op, "this build of ssm has no CUDA backend (rebuild with nvcc installed)");
-}
-}  // namespace
-Tensor affine_cuda(const char* op, const Tensor&, double, double) { no_cuda(op); }
-Tensor sum_cuda(const char* op, const Tensor&, const std::vector<bool>&, bool, bool) { no_cuda(op); }
-Tensor softmax_cuda(const char* op, const Tensor&, int64_t, bool) { no_cuda(op); }
-Tensor cross_entropy_cuda(const Tensor&, const Tensor&, int64_t) { no_cuda("cross_entropy"); }
+Tensor affine_cuda(const char* op, const Tensor&, double, double) { fail_no_cuda(op); }
+Tensor sum_cuda(const char* op, const Tensor&, const std::vector<bool>&, bool, bool) { fail_no_cuda(op); }
+Tensor softmax_cuda(const char* op, const Tensor&, int64_t, bool) { fail_no_cuda(op); }
+Tensor cross_entropy_cuda(const Tensor&, const Tensor&, int64_t) { fail_no_cuda("cross_entropy"); }
 #else
 namespace {
 

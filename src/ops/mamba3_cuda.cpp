@@ -13,7 +13,7 @@ namespace ssm::detail {
 
 #ifndef SSM_HAVE_CUDA
 Mamba3SisoOut mamba3_siso_cuda(const Mamba3SisoArgs&) {
-  fail("mamba3_siso_scan", "this build of ssm has no CUDA backend (rebuild with nvcc installed)");
+  fail_no_cuda("mamba3_siso_scan");
 }
 #else
 Mamba3SisoOut mamba3_siso_cuda(const Mamba3SisoArgs& a) {

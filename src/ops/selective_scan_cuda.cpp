@@ -11,7 +11,7 @@ namespace ssm::detail {
 
 #ifndef SSM_HAVE_CUDA
 ScanOut selective_scan_cuda(const SelectiveScanArgs&) {
-  fail("selective_scan", "this build of ssm has no CUDA backend (rebuild with nvcc installed)");
+  fail_no_cuda("selective_scan");
 }
 #else
 namespace {

@@ -15,16 +15,11 @@
 namespace ssm::detail {
 
 #ifndef SSM_HAVE_CUDA
-namespace {
-[[noreturn]] void no_cuda(const char* op) {
-  fail(op, "this build of ssm has no CUDA backend (rebuild with nvcc installed)");
-}
-}  // namespace
-ScanOut ssd_scan_cuda(const SSDArgs&) { no_cuda("ssd_scan"); }
+ScanOut ssd_scan_cuda(const SSDArgs&) { fail_no_cuda("ssd_scan"); }
 Tensor gated_rms_norm_cuda(const Tensor&, const Tensor&, const Tensor&, int64_t, double, bool) {
-  no_cuda("gated_rms_norm");
+  fail_no_cuda("gated_rms_norm");
 }
-Tensor clamp_cuda(const Tensor&, double, double) { no_cuda("clamp"); }
+Tensor clamp_cuda(const Tensor&, double, double) { fail_no_cuda("clamp"); }
 #else
 namespace {
 constexpr Device kGpu = Device::cuda;

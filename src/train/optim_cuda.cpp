@@ -9,15 +9,10 @@
 namespace ssm::train::gpu {
 
 #ifndef SSM_HAVE_CUDA
-namespace {
-[[noreturn]] void no_cuda(const char* op) {
-  fail(op, "this build of ssm has no CUDA backend (rebuild with nvcc installed)");
-}
-}  // namespace
-double sum_squares(const std::vector<Tensor>&) { no_cuda("clip_grad_norm"); }
-void scale_(const Tensor&, float) { no_cuda("clip_grad_norm"); }
+double sum_squares(const std::vector<Tensor>&) { fail_no_cuda("clip_grad_norm"); }
+void scale_(const Tensor&, float) { fail_no_cuda("clip_grad_norm"); }
 void adamw_(const Tensor&, const Tensor&, const Tensor&, const Tensor&, float, float, float, float, float, float) {
-  no_cuda("adamw");
+  fail_no_cuda("adamw");
 }
 #else
 namespace {
