@@ -1,15 +1,22 @@
 // DataParallel (data_parallel.h) on top of src/dist.
 #include "train/data_parallel.h"
 
+#include <set>
+
 #include "ssm/base.h"
 
 namespace ssm::train {
 namespace {
 constexpr const char* kOp = "train";
 
-float* grad_buffer(const std::string& name, const Tensor& p) {
+float* grad_buffer(const std::string& name, Tensor& p, std::set<const void*>& seen) {
   Tensor g = p.grad();
   SSM_CHECK(g.defined(), kOp, "parameter '" + name + "' received no gradient (all ranks must use every parameter)");
+  if (!seen.insert(g.raw_data()).second) {  // autograd handed one buffer to two parameters: reduce it once each
+    g = g.clone();
+    p.set_grad(g);
+    seen.insert(g.raw_data());
+  }
   SSM_CHECK(g.device() == Device::cuda && g.dtype() == DType::f32 && g.is_contiguous(), kOp,
             "the gradient of '" + name + "' must be a contiguous f32 GPU tensor for the all-reduce");
   return static_cast<float*>(g.raw_data());
@@ -47,7 +54,8 @@ void DataParallel::broadcast(const Params& params) {
 
 void DataParallel::all_reduce_grads(const Params& params) {
   std::vector<std::pair<float*, int64_t>> bufs;
-  for (const auto& [name, p] : params) bufs.push_back({grad_buffer(name, p), p.numel()});
+  std::set<const void*> seen;
+  for (auto [name, p] : params) bufs.push_back({grad_buffer(name, p, seen), p.numel()});
   nccl_->all_reduce_sum(bufs);
 }
 
