@@ -1,5 +1,5 @@
-// Optimizer kernels: the sum of squares for the gradient norm (f64 accumulation, one atomic per
-// block), the in-place scale of gradient clipping, and AdamW (fp32 master weights and state), with
+// Optimizer kernels: the sum of squares for the gradient norm (f64 accumulation; per-block partials
+// added in order by one block: deterministic), the in-place scale of gradient clipping, and AdamW (fp32 master weights and state), with
 // the arithmetic of the CPU AdamW (src/train/optim.cpp) in the same order.
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/train_kernels.h"
@@ -7,7 +7,7 @@
 namespace ssm::cuda {
 namespace {
 
-__global__ void sum_squares_kernel(const float* x, int64_t n, double* acc) {
+__global__ void sum_squares_kernel(const float* x, int64_t n, double* out) {
   __shared__ double part[32];
   double s = 0;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
@@ -21,7 +21,26 @@ __global__ void sum_squares_kernel(const float* x, int64_t n, double* acc) {
     double t = 0;
     for (int i = 0; i < int(blockDim.x / 32); ++i)
       t += part[i];
-    atomicAdd(acc, t);
+    out[blockIdx.x] = t;
+  }
+}
+
+// One block: acc[0] += Σ part[i] (each thread a strided subset in order, then the warps' sums in order).
+__global__ void add_partials_kernel(const double* part, int n, double* acc) {
+  __shared__ double sh[32];
+  double s = 0;
+  for (int i = threadIdx.x; i < n; i += blockDim.x)
+    s += part[i];
+  for (int o = 16; o > 0; o /= 2)
+    s += __shfl_xor_sync(0xffffffffu, s, o);
+  if (threadIdx.x % 32 == 0)
+    sh[threadIdx.x / 32] = s;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double t = 0;
+    for (int i = 0; i < int(blockDim.x / 32); ++i)
+      t += sh[i];
+    acc[0] += t;
   }
 }
 
@@ -54,7 +73,10 @@ unsigned grid_for(int64_t n) {
 void sum_squares(const float* x, int64_t n, double* acc) {
   if (n == 0)
     return;
-  sum_squares_kernel<<<grid_for(n), 256>>>(x, n, acc);
+  const unsigned grid = grid_for(n);
+  Scratch<double> part(grid);
+  sum_squares_kernel<<<grid, 256>>>(x, n, part.p);
+  add_partials_kernel<<<1, 256>>>(part.p, int(grid), acc);
   check_launch("clip_grad_norm");
 }
 
