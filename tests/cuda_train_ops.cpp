@@ -112,6 +112,13 @@ TEST_F(CudaBackward, Embedding) {
   for (auto& i : ids) i = int64_t(r() % 10);  // repeats: the scatter-add accumulates
   Tensor id = Tensor::from_vector(ids, {3, 7});
   check("embedding", [id](auto& v) { return embedding(v[0], id); }, {{rnd({50, 12}, 16)}}, kSum);
+  // 3000 ids over 7 rows of 40: each id's run in the sorted ids spans many 64-entry chunks (the
+  // chunked, then per-run, ordered sums); row 7 of 9 never occurs (its gradient stays zero).
+  std::vector<int64_t> many(3000);
+  for (auto& i : many) i = int64_t(r() % 7);
+  many[1234] = 8;
+  Tensor idm = Tensor::from_vector(many, {6, 500});
+  check("embedding, long runs", [idm](auto& v) { return embedding(v[0], idm); }, {{rnd({9, 40}, 39)}}, kSum);
 }
 
 TEST_F(CudaBackward, RmsNorm) {

@@ -112,20 +112,51 @@ __global__ void embedding_keys_kernel(const int64_t* ids, uint32_t* keys, int32_
   }
 }
 
-// keys / pos: the ids and positions sorted by id (stable: positions ascend within an id). The block at
-// the first position of each id's run sums that id's rows in order and writes its dw row.
-__global__ void embedding_rows_kernel(const uint32_t* keys, const int32_t* pos, const float* g, float* dw, int64_t n,
-                                      int64_t D) {
-  for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
-    const uint32_t k = keys[i];
-    if (i > 0 && keys[i - 1] == k)
-      continue;
-    for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
+// keys / pos: the ids and positions sorted by id (stable: positions ascend within an id), cut into fixed
+// chunks of kEmbChunk entries (one block each, threads over the D columns). Each block sums the pieces
+// of the id runs in its chunk in order: a run wholly inside the chunk goes straight to its dw row; the
+// chunk's first piece, when it continues a run from the previous chunk, goes to part[chunk][0], and a
+// run that starts in the chunk and continues past its end to part[chunk][1] (part: [chunks][2][D]).
+constexpr int64_t kEmbChunk = 64;
+__global__ void embedding_chunks_kernel(const uint32_t* keys, const int32_t* pos, const float* g, float* dw,
+                                        float* part, int64_t n, int64_t D) {
+  const int64_t c = blockIdx.x, i0 = c * kEmbChunk, i1 = min(n, i0 + kEmbChunk);
+  for (int64_t col = threadIdx.x; col < D; col += blockDim.x) {
+    int64_t i = i0;
+    while (i < i1) {
+      const uint32_t k = keys[i];
+      const bool from_prev = i == i0 && i0 > 0 && keys[i0 - 1] == k;
       float acc = 0.f;
-      for (int64_t j = i; j < n && keys[j] == k; ++j)
-        acc += g[int64_t(pos[j]) * D + c];
-      dw[int64_t(k) * D + c] = acc;
+      int64_t j = i;
+      for (; j < i1 && keys[j] == k; ++j)
+        acc += g[int64_t(pos[j]) * D + col];
+      const bool to_next = j == i1 && i1 < n && keys[i1] == k;
+      if (from_prev)
+        part[(c * 2 + 0) * D + col] = acc;
+      else if (to_next)
+        part[(c * 2 + 1) * D + col] = acc;
+      else
+        dw[int64_t(k) * D + col] = acc;
+      i = j;
     }
+  }
+}
+
+// One block per chunk whose last run starts in it and continues: that run's pieces, chunk by chunk in
+// order (its own part[chunk][1], then part[c'][0] of each later chunk the run reaches), into dw.
+__global__ void embedding_runs_kernel(const uint32_t* keys, const float* part, float* dw, int64_t n, int64_t D,
+                                      int64_t chunks) {
+  const int64_t c = blockIdx.x, i0 = c * kEmbChunk, e = min(n, i0 + kEmbChunk) - 1;
+  const uint32_t k = keys[e];
+  const bool to_next = e + 1 < n && keys[e + 1] == k;
+  const bool whole_from_prev = i0 > 0 && keys[i0 - 1] == k && keys[i0] == k;  // a continuing piece (slot 0)
+  if (!to_next || whole_from_prev)
+    return;
+  for (int64_t col = threadIdx.x; col < D; col += blockDim.x) {
+    float acc = part[(c * 2 + 1) * D + col];
+    for (int64_t cc = c + 1; cc < chunks && keys[cc * kEmbChunk] == k; ++cc)
+      acc += part[(cc * 2 + 0) * D + col];
+    dw[int64_t(k) * D + col] = acc;
   }
 }
 
@@ -209,8 +240,11 @@ void embedding_backward(const float* g, const int64_t* ids, float* dw, int64_t n
   SSM_CHECK(cub::DeviceRadixSort::SortPairs(temp.p, temp_bytes, keys.p, keys_sorted.p, pos.p, pos_sorted.p, int(n), 0,
                                             bits) == cudaSuccess,
             "embedding", "CUB radix sort failed");
-  const int64_t grid = n < 65535 * 8 ? n : 65535 * 8;
-  embedding_rows_kernel<<<unsigned(grid), 128>>>(keys_sorted.p, pos_sorted.p, g, dw, n, D);
+  const int64_t chunks = (n + kEmbChunk - 1) / kEmbChunk;
+  SSM_CHECK(chunks <= 2147483647, "embedding", "too many ids for the GPU backward");
+  Scratch<float> part(chunks * 2 * D);
+  embedding_chunks_kernel<<<unsigned(chunks), 128>>>(keys_sorted.p, pos_sorted.p, g, dw, part.p, n, D);
+  embedding_runs_kernel<<<unsigned(chunks), 128>>>(keys_sorted.p, part.p, dw, n, D, chunks);
   check_launch("embedding");
 }
 

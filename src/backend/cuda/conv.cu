@@ -17,7 +17,7 @@ namespace {
 constexpr int kMaxW = 8;
 constexpr int kThreads = 64;
 constexpr int64_t kFwdT = 32;  // time steps per thread, forward
-constexpr int64_t kBwdT = 64;  // backward (longer: fewer partial rows and less halo recompute)
+constexpr int64_t kBwdT = 32;  // backward
 
 template <typename T, int V>
 struct alignas(sizeof(T) * V) Pack {
@@ -87,9 +87,10 @@ struct ConvThread {
 };
 
 template <typename T, int V, int WT>
-__global__ void __launch_bounds__(kThreads) conv_fwd_kernel(const T* x, const float* w, const float* bias, const T* h0,
-                                                            T* y, int64_t L, int64_t D, int w_rt, bool silu,
-                                                            int64_t chunks) {
+__global__ void __launch_bounds__(kThreads)
+    conv_fwd_kernel(const T* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
+                    const T* __restrict__ h0, T* __restrict__ y, int64_t L, int64_t D, int w_rt, bool silu,
+                    int64_t chunks) {
   constexpr int WA = WT ? WT : kMaxW;
   const int W = WT ? WT : w_rt;
   ConvThread<V, WA> th;
@@ -131,113 +132,132 @@ __global__ void __launch_bounds__(kThreads) conv_fwd_kernel(const T* x, const fl
 // · act'(pre) (0 past L), into a window of the last W; for t < t1 the parameter gradients; once the
 // window holds dpre(p .. p + W-1), the input gradient at p = t - (W-1) (p ≥ t0, or from -(W-1) for the
 // first chunk: those rows are the initial state's), plus the final state's gradient where p is among
-// the last W-1 inputs.
+// the last W-1 inputs. The chunk's own steps run branch-free (unrolled, so loads run ahead); the
+// W-1 halo steps after it only feed the window.
+template <typename T, int V, int WA>
+struct ConvBwdState {
+  float win[WA][V], dp[WA][V], gw[WA][V], gb[V];
+};
+
+// Step t of the backward: `own` (t < t1: accumulate dw, dbias), `in_seq` (t < L), `emit` (write dx).
+template <typename T, int V, int WA>
+__device__ __forceinline__ void conv_bwd_step(ConvBwdState<T, V, WA>& s, const ConvThread<V, WA>& th, int W,
+                                              const T* __restrict__ x, const T* __restrict__ dy,
+                                              const T* __restrict__ dy2, const T* __restrict__ dhT, T* __restrict__ dx,
+                                              T* __restrict__ dh0, int64_t t, int64_t L, int64_t D, bool silu,
+                                              bool own, bool in_seq, bool emit) {
+#pragma unroll
+  for (int k = 0; k < WA - 1; ++k)
+#pragma unroll
+    for (int c = 0; c < V; ++c)
+      s.dp[k][c] = s.dp[k + 1][c];
+  float g[V];
+  if (in_seq) {
+    const int64_t i = (th.b * L + t) * D + th.d0;
+#pragma unroll
+    for (int k = 0; k < WA; ++k)
+      if (k == W - 1)
+        load_v<T, V>(x + i, s.win[k]);
+    load_v<T, V>(dy + i, g);
+    if (dy2)
+      add_v<T, V>(dy2 + i, g);
+#pragma unroll
+    for (int c = 0; c < V; ++c) {
+      if (silu) {
+        float pre = th.bs[c];
+#pragma unroll
+        for (int k = 0; k < WA; ++k)
+          if (k < W)
+            pre = fmaf(th.wk[k][c], s.win[k][c], pre);
+        const float sg = 1.f / (1.f + expf(-pre));
+        g[c] *= sg * (1.f + pre * (1.f - sg));
+      }
+      if (own) {
+        s.gb[c] += g[c];
+#pragma unroll
+        for (int k = 0; k < WA; ++k)
+          if (k < W)
+            s.gw[k][c] = fmaf(g[c], s.win[k][c], s.gw[k][c]);
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < WA - 1; ++k)
+#pragma unroll
+      for (int c = 0; c < V; ++c)
+        s.win[k][c] = s.win[k + 1][c];
+  } else {
+#pragma unroll
+    for (int c = 0; c < V; ++c)
+      g[c] = 0.f;
+  }
+#pragma unroll
+  for (int k = 0; k < WA; ++k)
+    if (k == W - 1)
+#pragma unroll
+      for (int c = 0; c < V; ++c)
+        s.dp[k][c] = g[c];
+  if (!emit)
+    return;
+  const int64_t p = t - (W - 1);
+  float acc[V];
+#pragma unroll
+  for (int c = 0; c < V; ++c) {
+    acc[c] = 0.f;
+#pragma unroll
+    for (int k = 0; k < WA; ++k)
+      if (k < W)
+        acc[c] = fmaf(th.wk[k][c], s.dp[W - 1 - k][c], acc[c]);
+  }
+  const int64_t j = p - (L - (W - 1));  // row of the final state holding this input
+  if (dhT && j >= 0)
+    add_v<T, V>(dhT + (th.b * (W - 1) + j) * D + th.d0, acc);
+  if (p >= 0)
+    store_v<T, V>(dx + (th.b * L + p) * D + th.d0, acc);
+  else if (dh0)
+    store_v<T, V>(dh0 + (th.b * (W - 1) + p + W - 1) * D + th.d0, acc);
+}
+
 template <typename T, int V, int WT>
 __global__ void __launch_bounds__(kThreads)
-    conv_bwd_kernel(const T* x, const float* w, const float* bias, const T* h0, const T* dy, const T* dy2, const T* dhT,
-                    T* dx, T* dh0, float* part, int64_t L, int64_t D, int w_rt, bool silu, int64_t chunks) {
+    conv_bwd_kernel(const T* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
+                    const T* __restrict__ h0, const T* __restrict__ dy, const T* __restrict__ dy2,
+                    const T* __restrict__ dhT, T* __restrict__ dx, T* __restrict__ dh0, float* __restrict__ part,
+                    int64_t L, int64_t D, int w_rt, bool silu, int64_t chunks) {
   constexpr int WA = WT ? WT : kMaxW;
   const int W = WT ? WT : w_rt;
   ConvThread<V, WA> th;
   if (!th.setup(w, bias, L, D, W, kBwdT, chunks))
     return;
-  float win[WA][V], dp[WA][V], gw[WA][V], gb[V];
+  ConvBwdState<T, V, WA> s;
 #pragma unroll
   for (int k = 0; k < WA; ++k)
 #pragma unroll
     for (int c = 0; c < V; ++c)
-      dp[k][c] = gw[k][c] = 0.f;
+      s.dp[k][c] = s.gw[k][c] = 0.f;
 #pragma unroll
   for (int c = 0; c < V; ++c)
-    gb[c] = 0.f;
+    s.gb[c] = 0.f;
 #pragma unroll
   for (int k = 0; k < WA - 1; ++k)
     if (k < W - 1)
-      load_in<T, V>(x, h0, th.b, th.t0 - (W - 1) + k, L, D, W, th.d0, win[k]);
-  const int64_t first_emit = th.t0 == 0 ? 0 : th.t0 + W - 1, tend = th.t1 + W - 1;
-#pragma unroll 2
-  for (int64_t t = th.t0; t < tend; ++t) {
-#pragma unroll
-    for (int k = 0; k < WA - 1; ++k)
-#pragma unroll
-      for (int c = 0; c < V; ++c)
-        dp[k][c] = dp[k + 1][c];
-    float g[V];
-    if (t < L) {
-      const int64_t i = (th.b * L + t) * D + th.d0;
-#pragma unroll
-      for (int k = 0; k < WA; ++k)
-        if (k == W - 1)
-          load_v<T, V>(x + i, win[k]);
-      load_v<T, V>(dy + i, g);
-      if (dy2)
-        add_v<T, V>(dy2 + i, g);
-#pragma unroll
-      for (int c = 0; c < V; ++c) {
-        if (silu) {
-          float pre = th.bs[c];
-#pragma unroll
-          for (int k = 0; k < WA; ++k)
-            if (k < W)
-              pre = fmaf(th.wk[k][c], win[k][c], pre);
-          const float s = 1.f / (1.f + expf(-pre));
-          g[c] *= s * (1.f + pre * (1.f - s));
-        }
-      }
-      if (t < th.t1) {
-#pragma unroll
-        for (int c = 0; c < V; ++c) {
-          gb[c] += g[c];
-#pragma unroll
-          for (int k = 0; k < WA; ++k)
-            if (k < W)
-              gw[k][c] = fmaf(g[c], win[k][c], gw[k][c]);
-        }
-      }
-#pragma unroll
-      for (int k = 0; k < WA - 1; ++k)
-#pragma unroll
-        for (int c = 0; c < V; ++c)
-          win[k][c] = win[k + 1][c];
-    } else {
-#pragma unroll
-      for (int c = 0; c < V; ++c)
-        g[c] = 0.f;
-    }
-#pragma unroll
-    for (int k = 0; k < WA; ++k)
-      if (k == W - 1)
-#pragma unroll
-        for (int c = 0; c < V; ++c)
-          dp[k][c] = g[c];
-    if (t < first_emit)
-      continue;
-    const int64_t p = t - (W - 1);
-    float acc[V];
-#pragma unroll
-    for (int c = 0; c < V; ++c) {
-      acc[c] = 0.f;
-#pragma unroll
-      for (int k = 0; k < WA; ++k)
-        if (k < W)
-          acc[c] = fmaf(th.wk[k][c], dp[W - 1 - k][c], acc[c]);
-    }
-    const int64_t j = p - (L - (W - 1));  // row of the final state holding this input
-    if (dhT && j >= 0)
-      add_v<T, V>(dhT + (th.b * (W - 1) + j) * D + th.d0, acc);
-    if (p >= 0)
-      store_v<T, V>(dx + (th.b * L + p) * D + th.d0, acc);
-    else if (dh0)
-      store_v<T, V>(dh0 + (th.b * (W - 1) + p + W - 1) * D + th.d0, acc);
-  }
+      load_in<T, V>(x, h0, th.b, th.t0 - (W - 1) + k, L, D, W, th.d0, s.win[k]);
+  // The first W-1 steps of a later chunk only fill the window (their dx rows belong to the chunk before).
+  const int64_t warm = th.t0 == 0 ? th.t0 : min(th.t1, th.t0 + W - 1);
+  for (int64_t t = th.t0; t < warm; ++t)
+    conv_bwd_step(s, th, W, x, dy, dy2, dhT, dx, dh0, t, L, D, silu, true, true, false);
+#pragma unroll 4
+  for (int64_t t = warm; t < th.t1; ++t)
+    conv_bwd_step(s, th, W, x, dy, dy2, dhT, dx, dh0, t, L, D, silu, true, true, true);
+  for (int64_t t = th.t1; t < th.t1 + W - 1; ++t)
+    conv_bwd_step(s, th, W, x, dy, dy2, dhT, dx, dh0, t, L, D, silu, false, t < L, t >= th.t0 + W - 1 || th.t0 == 0);
   float* row = part + int64_t(blockIdx.y) * D * (W + 1);
 #pragma unroll
   for (int c = 0; c < V; ++c) {
 #pragma unroll
     for (int k = 0; k < WA; ++k)
       if (k < W)
-        row[(th.d0 + c) * W + k] = gw[k][c];
-    row[D * W + th.d0 + c] = gb[c];
+        row[(th.d0 + c) * W + k] = s.gw[k][c];
+    row[D * W + th.d0 + c] = s.gb[c];
   }
 }
 
