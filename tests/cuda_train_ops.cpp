@@ -4,7 +4,7 @@
 // outputs and the gradient of every input. Tolerances (max abs err <= rtol * max |ref|): fp32 on both
 // sides, so only rounding and summation order differ: kElem = 1e-5 for per-element math; kSum = 1e-4
 // where a gradient sums thousands of terms in another order (GEMMs, reductions, the parameter
-// gradients of norms, conv and embedding, which the GPU reduces with atomics).
+// gradients of norms, conv and embedding, which the GPU sums in per-block partials).
 #include <random>
 
 #include "ssm/autograd.h"
@@ -112,6 +112,13 @@ TEST_F(CudaBackward, Embedding) {
   for (auto& i : ids) i = int64_t(r() % 10);  // repeats: the scatter-add accumulates
   Tensor id = Tensor::from_vector(ids, {3, 7});
   check("embedding", [id](auto& v) { return embedding(v[0], id); }, {{rnd({50, 12}, 16)}}, kSum);
+  // 3000 ids over 7 rows of 40: each id's run in the sorted ids spans many 64-entry chunks (the
+  // chunked, then per-run, ordered sums); row 7 of 9 never occurs (its gradient stays zero).
+  std::vector<int64_t> many(3000);
+  for (auto& i : many) i = int64_t(r() % 7);
+  many[1234] = 8;
+  Tensor idm = Tensor::from_vector(many, {6, 500});
+  check("embedding, long runs", [idm](auto& v) { return embedding(v[0], idm); }, {{rnd({9, 40}, 39)}}, kSum);
 }
 
 TEST_F(CudaBackward, RmsNorm) {
@@ -146,6 +153,44 @@ TEST_F(CudaBackward, CausalConv1d) {
       }, {{x}, {w}}, kSum);
     }
   }
+  // Odd channel counts (scalar loads, not 16-byte vectors), widths other than 4 (the runtime-width
+  // kernels), several time chunks (L = 200), and y read by two and three consumers: the backward gets
+  // the parts of y's gradient separately (split_sums) and adds them in the kernel.
+  for (int64_t W : {2, 3, 4, 5}) {
+    Tensor x = rnd({3, 200, 13}, 26), w = rnd({13, W}, 27, 0, 0.5), b = rnd({13}, 28), h0 = rnd({3, W - 1, 13}, 29);
+    check("causal_conv1d D=13 W=" + std::to_string(W), [](auto& v) {
+      Conv1dOut o = causal_conv1d(v[0], v[1], v[2], v[3], true);
+      return concat({o.y, mul_scalar(o.y, -0.5), exp(mul_scalar(o.y, 0.1)), o.final_state}, 1);
+    }, {{x}, {w}, {b}, {h0}}, kSum);
+    Tensor x2 = rnd({2, 130, 32}, 30), w2 = rnd({32, W}, 31, 0, 0.5);
+    check("causal_conv1d D=32 W=" + std::to_string(W) + " two consumers", [](auto& v) {
+      Tensor y = causal_conv1d(v[0], v[1], v[2], Tensor(), true).y;
+      return add(mul_scalar(y, 2.0), mul(y, y));
+    }, {{x2}, {w2}, {rnd({32}, 32)}}, kSum);
+  }
+}
+
+// bf16 activations (16-byte loads of 8 channels): the GPU conv and its backward on bf16 inputs against
+// the CPU in f32 on the same (bf16-rounded) values. Tolerance 2e-2 of the largest magnitude: the
+// output and the input gradients are rounded to bf16 (2^-9 relative) and the GPU's gradient of y is
+// bf16 as well; the parameter gradients sum in fp32.
+TEST_F(CudaBackward, CausalConv1dBf16) {
+  const int64_t B = 2, L = 300, D = 64, W = 4;
+  auto r16 = [](const Tensor& t) { return t.to(DType::bf16).to(DType::f32); };
+  Tensor x = r16(rnd({B, L, D}, 33)), w = rnd({D, W}, 34, 0, 0.5), b = rnd({D}, 35), h0 = r16(rnd({B, W - 1, D}, 36));
+  Tensor xc = x.clone(), wc = w.clone(), bc = b.clone(), hc = h0.clone();
+  Tensor xg = x.to(DType::bf16).to(gpu), wg = w.to(gpu), bg = b.to(gpu), hg = h0.to(DType::bf16).to(gpu);
+  for (Tensor* t : {&xc, &wc, &bc, &hc, &xg, &wg, &bg, &hg}) t->set_requires_grad(true);
+  Conv1dOut oc = causal_conv1d(xc, wc, bc, hc, true), og = causal_conv1d(xg, wg, bg, hg, true);
+  EXPECT_TRUE(AllClose(host(og.y), oc.y, 2e-2)) << "y";
+  EXPECT_TRUE(AllClose(host(og.final_state), oc.final_state, 0)) << "final state (a copy)";
+  Tensor gy = r16(rnd({B, L, D}, 37)), gs = r16(rnd({B, W - 1, D}, 38));
+  add(sum(mul(oc.y, gy)), sum(mul(oc.final_state, gs))).backward();
+  add(sum(mul(og.y, gy.to(DType::bf16).to(gpu))), sum(mul(og.final_state, gs.to(DType::bf16).to(gpu)))).backward();
+  EXPECT_TRUE(AllClose(host(xg.grad()), xc.grad(), 2e-2)) << "dx";
+  EXPECT_TRUE(AllClose(host(hg.grad()), hc.grad(), 2e-2)) << "dh0";
+  EXPECT_TRUE(AllClose(host(wg.grad()), wc.grad(), 2e-2)) << "dw";
+  EXPECT_TRUE(AllClose(host(bg.grad()), bc.grad(), 2e-2)) << "dbias";
 }
 
 TEST_F(CudaBackward, CrossEntropyAndSoftmax) {

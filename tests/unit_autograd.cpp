@@ -63,3 +63,39 @@ TEST(Autograd, GradCheckCatchesAWrongGradient) {
   auto r = autograd::grad_check(cube, {x2});
   EXPECT_TRUE(r.ok) << r.message;
 }
+
+TEST(Autograd, SplitSumsHandsGradientPartsToTheBackward) {
+  // A node recorded with split_sums gets each output's gradient as up to two parts (g[k] and
+  // g[num_outputs + k]); a third contribution is added into the second part. Here y = 2x with three
+  // consumers of y (weights 1, 10, 100) and one of the second output s = x.
+  Tensor x = Tensor::from_vector(std::vector<double>{1, 2}, {2}).set_requires_grad();
+  Tensor y, s;
+  {
+    autograd::NoGradGuard ng;
+    y = mul_scalar(x, 2.0);
+    s = x.clone();
+  }
+  std::vector<size_t> seen_sizes;
+  std::vector<std::vector<double>> parts;
+  autograd::record(
+      "split", {x}, {&y, &s},
+      [&](const std::vector<Tensor>& g) -> std::vector<Tensor> {
+        seen_sizes.push_back(g.size());
+        for (const Tensor& t : g) parts.push_back(t.defined() ? t.to_vector_f64() : std::vector<double>{});
+        Tensor gy = add(g[0], g[2]);
+        return {add(mul_scalar(gy, 2.0), g[1])};
+      },
+      /*split_sums=*/true);
+  Tensor loss = add(add(sum(y), sum(mul_scalar(y, 10.0))), add(sum(mul_scalar(y, 100.0)), sum(s)));
+  loss.backward();
+  ASSERT_EQ(seen_sizes, (std::vector<size_t>{4}));
+  ASSERT_EQ(parts.size(), 4u);
+  // The two parts of y's gradient sum to 111 per element (which consumer lands in which part
+  // depends on the traversal order); s's gradient arrives whole; no second part for s.
+  ASSERT_EQ(parts[0].size(), 2u);
+  ASSERT_EQ(parts[2].size(), 2u);
+  EXPECT_EQ(parts[0][0] + parts[2][0], 111.0);
+  EXPECT_EQ(parts[1], (std::vector<double>{1, 1}));
+  EXPECT_TRUE(parts[3].empty());
+  EXPECT_EQ(x.grad().to_vector_f64(), (std::vector<double>{223, 223}));
+}

@@ -35,6 +35,10 @@ struct Node {
   std::vector<Tensor> inputs;  // handles to the inputs (for routing gradients)
   int num_outputs = 0;
   BackwardFn backward;
+  // When set, backward gets 2·num_outputs gradients: g[k] and g[num_outputs + k] are two parts (either
+  // may be undefined) whose sum is output k's gradient, so a fused kernel can add them as it reads them
+  // (a third and later contributions are added into the second part).
+  bool split_sums = false;
 };
 
 // True if recording is on and any input requires grad.
@@ -45,7 +49,7 @@ bool needs_grad(const std::vector<Tensor>& inputs);
 // A backward closure that needs an output must capture output.detach(), never the output itself
 // (the output owns the node: capturing it would make a reference cycle and leak the graph).
 void record(const std::string& name, const std::vector<Tensor>& inputs, std::vector<Tensor*> outputs,
-            BackwardFn backward);
+            BackwardFn backward, bool split_sums = false);
 
 // Runs the backward pass from `root` (with d root = grad_output) accumulating into leaves' .grad.
 void run_backward(const Tensor& root, const Tensor& grad_output);

@@ -32,10 +32,11 @@ bool needs_grad(const std::vector<Tensor>& inputs) {
 }
 
 void record(const std::string& name, const std::vector<Tensor>& inputs, std::vector<Tensor*> outputs,
-            BackwardFn backward) {
+            BackwardFn backward, bool split_sums) {
   if (!needs_grad(inputs)) return;
   auto node = std::make_shared<Node>();
   node->name = name;
+  node->split_sums = split_sums;
   node->inputs = inputs;
   node->num_outputs = int(outputs.size());
   node->backward = std::move(backward);
@@ -45,6 +46,20 @@ void record(const std::string& name, const std::vector<Tensor>& inputs, std::vec
 
 namespace {
 Tensor accumulate(const Tensor& acc, const Tensor& g) { return acc.defined() ? add(acc, g) : g; }
+
+size_t grad_slots(const Node& n) { return size_t(n.num_outputs) * (n.split_sums ? 2 : 1); }
+
+// Adds g to output k's gradient in `slot` (a node's gradients, grad_slots long).
+void add_to_slot(const Node& n, std::vector<Tensor>& slot, int k, const Tensor& g) {
+  slot.resize(grad_slots(n));
+  Tensor& first = slot[size_t(k)];
+  if (!n.split_sums || !first.defined()) {
+    first = accumulate(first, g);
+    return;
+  }
+  Tensor& second = slot[size_t(n.num_outputs + k)];
+  second = accumulate(second, g);
+}
 
 void check_grad_shape(const Node& n, size_t i, const Tensor& g) {
   const Tensor& in = n.inputs[i];
@@ -90,15 +105,14 @@ void run_backward(const Tensor& root, const Tensor& grad_output_in) {
     }
   }
   std::unordered_map<Node*, std::vector<Tensor>> grads;
-  grads[root.grad_fn().get()].resize(size_t(root.grad_fn()->num_outputs));
-  grads[root.grad_fn().get()][size_t(root.output_nr())] = grad_output;
+  add_to_slot(*root.grad_fn(), grads[root.grad_fn().get()], root.output_nr(), grad_output);
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     Node* node = *it;
     auto found = grads.find(node);
     if (found == grads.end()) continue;
     std::vector<Tensor> gouts = std::move(found->second);
     grads.erase(found);
-    gouts.resize(size_t(node->num_outputs));
+    gouts.resize(grad_slots(*node));
     std::vector<Tensor> gins = node->backward(gouts);
     SSM_CHECK(gins.size() == node->inputs.size(), "backward",
               "op '" + node->name + "' returned " + std::to_string(gins.size()) + " gradients for " +
@@ -109,9 +123,7 @@ void run_backward(const Tensor& root, const Tensor& grad_output_in) {
       check_grad_shape(*node, i, gins[i]);
       Tensor g = gins[i].dtype() == in.dtype() ? gins[i] : gins[i].to(in.dtype());
       if (in.grad_fn()) {
-        auto& slot = grads[in.grad_fn().get()];
-        slot.resize(size_t(in.grad_fn()->num_outputs));
-        slot[size_t(in.output_nr())] = accumulate(slot[size_t(in.output_nr())], g);
+        add_to_slot(*in.grad_fn(), grads[in.grad_fn().get()], in.output_nr(), g);
       } else {
         in.set_grad(accumulate(in.grad(), g).contiguous());
       }

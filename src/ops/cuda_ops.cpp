@@ -1,5 +1,5 @@
 // The forward ops on GPU tensors: argument checks, output allocation and the CUDA kernels of
-// src/backend/cuda (elementwise.cu, norm_conv.cu, gemm.cu), and their autograd records, whose
+// src/backend/cuda (elementwise.cu, norm.cu, conv.cu, gemm.cu), and their autograd records, whose
 // backward passes live in cuda_train.cpp.
 #include "ops/cuda_ops.h"
 
@@ -297,11 +297,18 @@ Conv1dOut causal_conv1d_cuda(const Tensor& x, const Tensor& w, const Tensor& bia
   if (autograd::needs_grad({&x, &w, &bias, &initial_state})) {
     Tensor xd = xc.detach(), wd = wc.detach(), bd = bias.defined() ? bias.detach() : Tensor();
     Tensor hd = h0.defined() ? h0.detach() : Tensor();
-    autograd::record(op, {x, w, bias, initial_state}, {&r.y, &r.final_state},
-                     [xd, wd, bd, hd, silu](const std::vector<Tensor>& g) {
-                       if (!g[0].defined() && !g[1].defined()) return std::vector<Tensor>(4);
-                       return conv1d_backward_cuda(xd, wd, bd, hd, silu, g[0], g[1]);
-                     });
+    // split_sums: y usually has two consumers (x_proj and the scan in the Mamba-1 mixer); the backward
+    // kernel adds their gradients as it reads them instead of a separate add.
+    autograd::record(
+        op, {x, w, bias, initial_state}, {&r.y, &r.final_state},
+        [xd, wd, bd, hd, silu](const std::vector<Tensor>& g) {
+          Tensor dy = g[0], dy2 = g[2], dhT = g[1];
+          if (!dy.defined()) std::swap(dy, dy2);
+          if (g[3].defined()) dhT = dhT.defined() ? add(dhT, g[3]) : g[3];
+          if (!dy.defined() && !dhT.defined()) return std::vector<Tensor>(4);
+          return conv1d_backward_cuda(xd, wd, bd, hd, silu, dy, dhT, dy2);
+        },
+        /*split_sums=*/true);
   }
   return r;
 }

@@ -236,7 +236,7 @@ std::vector<Tensor> linear_backward_cuda(const LinearSaved& s, const Tensor& g_i
 Tensor embedding_backward_cuda(const Tensor& g_in, const Tensor& ids, int64_t V) {
   const int64_t D = g_in.size(-1), n = ids.numel();
   Tensor g = ready(g_in, DType::f32), dw = Tensor::zeros({V, D}, DType::f32, kGpu);
-  cuda::embedding_backward(f32(g), static_cast<const int64_t*>(ids.raw_data()), f32(dw), n, D);
+  cuda::embedding_backward(f32(g), static_cast<const int64_t*>(ids.raw_data()), f32(dw), n, D, V);
   return dw;
 }
 
@@ -254,23 +254,24 @@ std::vector<Tensor> rms_norm_backward_cuda(const Tensor& x, const Tensor& r, con
   }
   Tensor dout = ready(dout_in, dt), dx = Tensor::empty(v.shape(), dt, kGpu);
   Tensor dres = has_res ? Tensor::empty(v.shape(), DType::f32, kGpu) : Tensor();
-  Tensor dw = need_w ? Tensor::zeros({C}, DType::f32, kGpu) : Tensor();
+  Tensor dw = need_w ? Tensor::empty({C}, DType::f32, kGpu) : Tensor();
   cuda::rms_norm_backward(dt, r.defined() ? nullptr : x.raw_data(), f32(r), f32(w), dout.raw_data(), f32(dres_out),
                           dx.raw_data(), f32(dres), f32(dw), rows, C, float(eps));
   return {dx, dres, dw};
 }
 
 std::vector<Tensor> conv1d_backward_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& h0,
-                                         bool silu, const Tensor& dy_in, const Tensor& dhT_in) {
+                                         bool silu, const Tensor& dy_in, const Tensor& dhT_in, const Tensor& dy2_in) {
   const DType dt = x.dtype();
   const int64_t B = x.size(0), L = x.size(1), D = x.size(2), W = w.size(1);
   Tensor dy = dy_in.defined() ? ready(dy_in, dt) : Tensor::zeros(x.shape(), dt, kGpu);
+  Tensor dy2 = dy2_in.defined() ? ready(dy2_in, dt) : Tensor();
   Tensor dhT = dhT_in.defined() ? ready(dhT_in, dt) : Tensor();
-  Tensor dpre = Tensor::empty({B, L, D}, DType::f32, kGpu), dx = Tensor::empty(x.shape(), dt, kGpu);
+  Tensor dx = Tensor::empty(x.shape(), dt, kGpu);
   Tensor dh0 = h0.defined() ? Tensor::empty(h0.shape(), dt, kGpu) : Tensor();
-  Tensor dw = Tensor::zeros({D, W}, DType::f32, kGpu);
-  Tensor db = bias.defined() ? Tensor::zeros({D}, DType::f32, kGpu) : Tensor();
-  cuda::conv1d_backward(dt, x.raw_data(), f32(w), f32(bias), ptr(h0), dy.raw_data(), ptr(dhT), f32(dpre), dx.raw_data(),
+  Tensor dw = Tensor::empty({D, W}, DType::f32, kGpu);
+  Tensor db = bias.defined() ? Tensor::empty({D}, DType::f32, kGpu) : Tensor();
+  cuda::conv1d_backward(dt, x.raw_data(), f32(w), f32(bias), ptr(h0), dy.raw_data(), ptr(dy2), ptr(dhT), dx.raw_data(),
                         dh0.defined() ? dh0.raw_data() : nullptr, f32(dw), f32(db), B, L, D, W, silu);
   return {dx, dw, db, dh0};
 }

@@ -41,8 +41,9 @@ Tensor embedding_backward_cuda(const Tensor& g, const Tensor& ids, int64_t V);
 // the dtype of the op's x. Returns {dx, dresidual, dw} (dresidual only when has_res).
 std::vector<Tensor> rms_norm_backward_cuda(const Tensor& x, const Tensor& r, const Tensor& w, double eps, DType x_dtype,
                                            bool has_res, bool need_w, const Tensor& dout, const Tensor& dres_out);
-// Returns {dx, dw, dbias, dinitial_state}.
+// Returns {dx, dw, dbias, dinitial_state}. dy2 (may be undefined): a second part of y's gradient,
+// added to dy inside the kernel.
 std::vector<Tensor> conv1d_backward_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& h0,
-                                         bool silu, const Tensor& dy, const Tensor& dhT);
+                                         bool silu, const Tensor& dy, const Tensor& dhT, const Tensor& dy2 = Tensor());
 
 }  // namespace ssm::detail

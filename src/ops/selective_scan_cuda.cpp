@@ -61,8 +61,6 @@ std::vector<Tensor> backward(const std::vector<Tensor>& in, const Tensor& ckpt, 
   Tensor du = Tensor::empty(xs, act, dev), ddelta = Tensor::empty(xs, act, dev);
   Tensor dz = in[6].defined() ? Tensor::empty(xs, act, dev) : Tensor();
   Tensor dB = Tensor::empty(in[3].shape(), act, dev), dC = Tensor::empty(in[4].shape(), act, dev);
-  Tensor dB32 = act == DType::f32 ? dB : Tensor::empty(in[3].shape(), DType::f32, dev);
-  Tensor dC32 = act == DType::f32 ? dC : Tensor::empty(in[4].shape(), DType::f32, dev);
   Tensor dA = Tensor::empty({D, N}, DType::f32, dev), dD = Tensor::empty({D}, DType::f32, dev);
   Tensor dbias = Tensor::empty({D}, DType::f32, dev), dh0 = Tensor::empty({Bsz, D, N}, DType::f32, dev);
   cuda::ScanBwdArgs g{};
@@ -79,7 +77,7 @@ std::vector<Tensor> backward(const std::vector<Tensor>& in, const Tensor& ckpt, 
   g.dD = static_cast<float*>(dD.raw_data());
   g.ddelta_bias = static_cast<float*>(dbias.raw_data());
   g.dh0 = static_cast<float*>(dh0.raw_data());
-  cuda::scan_bwd(g, static_cast<float*>(dB32.raw_data()), static_cast<float*>(dC32.raw_data()));
+  cuda::scan_bwd(g);
   return {du,
           ddelta,
           dA,

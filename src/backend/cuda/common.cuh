@@ -10,7 +10,23 @@
 
 #include "ssm/base.h"
 
+namespace ssm {
+void* cuda_alloc(size_t bytes);  // the caching allocator of the GPU tensors (device.cu)
+void cuda_free(void* p);
+}  // namespace ssm
+
 namespace ssm::cuda {
+
+// Temporary device memory for one launch sequence (the block goes back to the tensor cache on
+// destruction; safe on the one default stream: later work queued after this launch reuses it).
+template <typename E>
+struct Scratch {
+  E* p = nullptr;
+  explicit Scratch(int64_t n) : p(static_cast<E*>(ssm::cuda_alloc(size_t(n < 1 ? 1 : n) * sizeof(E)))) {}
+  ~Scratch() { ssm::cuda_free(p); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+};
 
 __device__ inline float ld(float x) { return x; }
 __device__ inline float ld(__nv_bfloat16 x) { return __bfloat162float(x); }

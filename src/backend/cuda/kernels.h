@@ -1,4 +1,4 @@
-// Internal: launch functions of the CUDA forward kernels behind the ops (elementwise.cu, norm_conv.cu,
+// Internal: launch functions of the CUDA forward kernels behind the ops (elementwise.cu, norm.cu, conv.cu,
 // gemm.cu), called by src/ops/cuda_ops.cpp on device pointers. Activations are f32, bf16 or f16 (`dt`);
 // math is fp32 throughout. Everything runs on the default stream.
 #pragma once

@@ -4,11 +4,15 @@
 // recomputes the tile's states and decays into registers and runs the adjoint
 //   λ_t = dL/dh_t = a_{t+1} λ_{t+1} + C_t g_t,   g_t = dy_t (· silu(z_t) with the gate),
 // giving per state dA += λ Δ a h_{t-1}, dB_t = λ Δu, dC_t = g h_t and the per-(step, channel) sums
-// Σ_n λ A a h_{t-1} and Σ_n λ B (for dΔ and du) through shared memory. dB, dC (sums over the channels
-// of a group), dA, dD and d delta_bias (sums over steps and batches) are accumulated with fp32 atomics.
+// Σ_n λ A a h_{t-1} and Σ_n λ B (for dΔ and du) through shared memory. Sums across blocks are
+// deterministic (no atomics): dB, dC (sums over the channels of a group) go to per-(slab, group)
+// partials, dA, dD and d delta_bias (sums over steps and batches) to per-sequence partials, and
+// fixed-order reduction kernels add them up.
 #include <algorithm>
 
+#include "backend/cuda/common.cuh"
 #include "backend/cuda/selective_scan_common.cuh"
+#include "backend/cuda/train_kernels.h"
 
 namespace ssm::cuda {
 namespace scan {
@@ -43,8 +47,12 @@ __device__ inline Visit next_visit(const Visit& v, int64_t L) {
   return v.ci > 0 ? chunk_start(L, v.ci - 1) : Visit{-1, false, 0};
 }
 
+// Partials. pB, pC: [slab + group][B, L, N] for each (slab of kCh channels, group it touches): the
+// index slab + group is unique since a later slab never starts in an earlier group. pA [B][D, N],
+// pD, pbias [B][D]: each sequence's sums.
 struct BwdOut {
-  float *dB, *dC;  // fp32 accumulators [B, L, G, N]
+  float *pB, *pC, *pA, *pD, *pbias;
+  int64_t bln;  // B · L · N, the stride of pB / pC
 };
 
 template <typename T>
@@ -147,26 +155,26 @@ __global__ void __launch_bounds__(kThreads) bwd_kernel(ScanBwdArgs g, BwdOut o, 
         static_cast<T*>(g.ddelta)[e.i] = from_f<T>(ddt);
         static_cast<T*>(g.du)[e.i] = from_f<T>(e.dt * p2 + Dv * gg);
       }
-      // dB, dC of step t0 + r, state q: sums over the slab's channels, one atomic per group.
+      // dB, dC of step t0 + r, state q: sums over the slab's channels, one partial per group.
       const int64_t t = t0 + r;
       if (t < L && q < N) {
-        const int64_t row = (blk.b * L + t) * a.G * N + q;
+        const int64_t row = (blk.b * L + t) * N + q;
         const int chans = int(min(int64_t(kCh), D - blk.d0));
         float sb = 0, sc = 0;
         int64_t gcur = blk.d0 / blk.per_group;
         for (int cc = 0; cc < chans; ++cc) {
           const int64_t gc = (blk.d0 + cc) / blk.per_group;
           if (gc != gcur) {
-            atomicAdd(o.dB + row + gcur * N, sb);
-            atomicAdd(o.dC + row + gcur * N, sc);
+            o.pB[(blockIdx.x + gcur) * o.bln + row] = sb;
+            o.pC[(blockIdx.x + gcur) * o.bln + row] = sc;
             sb = sc = 0;
             gcur = gc;
           }
           sb += s_pB[cc * kSlab + r * kRow + q];
           sc += s_pC[cc * kSlab + r * kRow + q];
         }
-        atomicAdd(o.dB + row + gcur * N, sb);
-        atomicAdd(o.dC + row + gcur * N, sc);
+        o.pB[(blockIdx.x + gcur) * o.bln + row] = sb;
+        o.pC[(blockIdx.x + gcur) * o.bln + row] = sc;
       }
       __syncthreads();
     }
@@ -174,22 +182,43 @@ __global__ void __launch_bounds__(kThreads) bwd_kernel(ScanBwdArgs g, BwdOut o, 
   }
   if (live) {
     g.dh0[(blk.b * D + ds) * N + n] = lam;
-    atomicAdd(g.dA + ds * N + n, dA);
+    o.pA[(blk.b * D + ds) * N + n] = dA;
   }
-  if (de < D) {
-    atomicAdd(g.dD + de, dD);
-    atomicAdd(g.ddelta_bias + de, dbias);
+  // dD, dbias: the kTile step rows r of each channel q, summed in order (the loop ended on a barrier).
+  s_p1[r * kCh + q] = dD;
+  s_p2[r * kCh + q] = dbias;
+  __syncthreads();
+  if (r == 0 && de < D) {
+    float sd = 0, sbias = 0;
+    for (int k = 0; k < kTile; ++k) {
+      sd += s_p1[k * kCh + q];
+      sbias += s_p2[k * kCh + q];
+    }
+    o.pD[blk.b * D + de] = sd;
+    o.pbias[blk.b * D + de] = sbias;
+  }
+}
+
+// dB, dC [B, L, G, N] = the sums of the partials of the slabs s0 .. s1 covering each group, in order.
+template <typename T>
+__global__ void bc_reduce_kernel(const float* pB, const float* pC, T* dB, T* dC, int64_t BL, int64_t G, int64_t N,
+                                 int64_t per_group, int64_t bln) {
+  const int64_t total = BL * G * N;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t n = i % N, gr = (i / N) % G, bt = i / (N * G);
+    const int64_t s0 = gr * per_group / kCh, s1 = ((gr + 1) * per_group - 1) / kCh, row = bt * N + n;
+    float sb = 0, sc = 0;
+    for (int64_t s = s0; s <= s1; ++s) {
+      sb += pB[(s + gr) * bln + row];
+      sc += pC[(s + gr) * bln + row];
+    }
+    dB[i] = from_f<T>(sb);
+    dC[i] = from_f<T>(sc);
   }
 }
 
 template <typename T>
-__global__ void to_act_kernel(const float* src, T* dst, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    dst[i] = from_f<T>(src[i]);
-}
-
-template <typename T>
-void launch_bwd(const ScanBwdArgs& g, float* dB32, float* dC32) {
+void launch_bwd(const ScanBwdArgs& g) {
   const ScanFwdArgs& a = g.f;
   const int bc_slots = (a.dim / a.G) % kCh == 0 ? 1 : kCh;
   const size_t smem = bwd_smem_floats(bc_slots) * sizeof(float);
@@ -198,31 +227,33 @@ void launch_bwd(const ScanBwdArgs& g, float* dB32, float* dC32) {
     cudaFuncSetAttribute(bwd_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bwd_smem_floats(kCh) * 4));
     attr = true;
   }
-  const int64_t nbc = a.batch * a.L * a.G * a.N;
-  cudaMemsetAsync(dB32, 0, size_t(nbc) * 4);
-  cudaMemsetAsync(dC32, 0, size_t(nbc) * 4);
-  cudaMemsetAsync(g.dA, 0, size_t(a.dim * a.N) * 4);
-  cudaMemsetAsync(g.dD, 0, size_t(a.dim) * 4);
-  cudaMemsetAsync(g.ddelta_bias, 0, size_t(a.dim) * 4);
-  const dim3 grid(unsigned((a.dim + kCh - 1) / kCh), unsigned(a.batch));
-  bwd_kernel<T><<<grid, kThreads, smem>>>(g, BwdOut{dB32, dC32}, bc_slots, (a.L + kScanCkpt - 1) / kScanCkpt);
+  const int64_t slabs = (a.dim + kCh - 1) / kCh, bln = a.batch * a.L * a.N, pairs = slabs + a.G - 1;
+  Scratch<float> pB(pairs * bln), pC(pairs * bln), pA(a.batch * a.dim * a.N), pD(a.batch * a.dim),
+      pbias(a.batch * a.dim);
+  const dim3 grid(unsigned(slabs), unsigned(a.batch));
+  bwd_kernel<T><<<grid, kThreads, smem>>>(g, BwdOut{pB.p, pC.p, pA.p, pD.p, pbias.p, bln}, bc_slots,
+                                          (a.L + kScanCkpt - 1) / kScanCkpt);
   check_launch("backward kernel");
-  if (static_cast<void*>(dB32) != g.dB) {
-    const unsigned blocks = unsigned(std::min<int64_t>((nbc + 255) / 256, 4096));
-    to_act_kernel<T><<<blocks, 256>>>(dB32, static_cast<T*>(g.dB), nbc);
-    to_act_kernel<T><<<blocks, 256>>>(dC32, static_cast<T*>(g.dC), nbc);
-    check_launch("dB/dC conversion kernel");
+  const int64_t nbc = a.batch * a.L * a.G * a.N;
+  if (nbc > 0) {
+    const unsigned blocks = unsigned(std::min<int64_t>((nbc + 255) / 256, 65535 * 8));
+    bc_reduce_kernel<T><<<blocks, 256>>>(pB.p, pC.p, static_cast<T*>(g.dB), static_cast<T*>(g.dC), a.batch * a.L, a.G,
+                                         a.N, a.dim / a.G, bln);
+    check_launch("dB/dC reduction kernel");
   }
+  sum_partials(pA.p, a.batch, a.dim * a.N, a.dim * a.N, g.dA, false);
+  sum_partials(pD.p, a.batch, a.dim, a.dim, g.dD, false);
+  sum_partials(pbias.p, a.batch, a.dim, a.dim, g.ddelta_bias, false);
 }
 
 }  // namespace scan
 
-void scan_bwd(const ScanBwdArgs& g, float* dB32, float* dC32) {
+void scan_bwd(const ScanBwdArgs& g) {
   SSM_CHECK(g.f.ckpt, "selective_scan", "the CUDA backward needs the forward's checkpoints");
   switch (g.f.act) {
-    case DType::f32: return scan::launch_bwd<float>(g, dB32, dC32);
-    case DType::bf16: return scan::launch_bwd<__nv_bfloat16>(g, dB32, dC32);
-    case DType::f16: return scan::launch_bwd<__half>(g, dB32, dC32);
+    case DType::f32: return scan::launch_bwd<float>(g);
+    case DType::bf16: return scan::launch_bwd<__nv_bfloat16>(g);
+    case DType::f16: return scan::launch_bwd<__half>(g);
     default: fail("selective_scan", std::string("no CUDA kernel for dtype ") + dtype_name(g.f.act));
   }
 }

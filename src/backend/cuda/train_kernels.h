@@ -2,7 +2,9 @@
 // (kernels.h): the backward of each op, the loss, reductions, and the optimizer. Called by
 // src/ops/cuda_train.cpp and src/train on device pointers. Activations are f32, bf16 or f16 (`dt`);
 // parameters, their gradients and optimizer state are f32; math is fp32 (sums of squares f64).
-// Everything runs on the default stream.
+// Everything runs on the default stream. Every reduction is deterministic: no float atomics; sums
+// across blocks go through per-block partials in a fixed layout, added in a fixed order, so the same
+// inputs give bit-identical results on every run.
 #pragma once
 #include <cstdint>
 
@@ -32,25 +34,32 @@ struct ReduceWalk {
 };
 void reduce_sum(DType dt, const ReduceWalk& w, const void* in, void* out, float scale);
 
-// out[c] = Σ_r g[r, c] (f32 out; g of dt [rows, cols]).
+// out[i] = (accumulate ? out[i] : 0) + Σ_p part[p * stride + i] for i < n, p < P: a fixed-order sum
+// (p ascending within each of 8 interleaved subsets, then the subsets in order).
+void sum_partials(const float* part, int64_t P, int64_t stride, int64_t n, float* out, bool accumulate);
+
+// out[c] = Σ_r g[r, c] (f32 out, written; g of dt [rows, cols]).
 void col_sum(DType dt, const void* g, float* out, int64_t rows, int64_t cols);
-// dw[ids[t], :] += g[t, :] for t < n (g f32 [n, D]; dw f32 [V, D], zeroed by the caller).
-void embedding_backward(const float* g, const int64_t* ids, float* dw, int64_t n, int64_t D);
+// dw[v, :] = Σ_{t: ids[t] = v} g[t, :] in ascending t (g f32 [n, D]; ids in [0, V); dw f32 [V, D],
+// zeroed by the caller: rows of ids that do not occur stay zero). A stable radix sort of the ids
+// groups the positions; one block sums each id's rows.
+void embedding_backward(const float* g, const int64_t* ids, float* dw, int64_t n, int64_t D, int64_t V);
 
 // Backward of rms_norm / rms_norm_add per row of C channels. The forward's normalised input is r
 // (f32, the residual output of the fused add) or x (dt, plain rms_norm): exactly one is non-null.
 // dout (dt) is the gradient of out; dres_out (f32, may be null) that of the residual output.
 // Writes dx (dt) and dres_in (f32) = the gradient of the norm's input (either may be null) and
-// dw (f32 [C], may be null; accumulated: zero it first).
+// dw (f32 [C], may be null; written).
 void rms_norm_backward(DType dt, const void* x, const float* r, const float* w, const void* dout,
                        const float* dres_out, void* dx, float* dres_in, float* dw, int64_t rows, int64_t C, float eps);
 
 // Backward of the depthwise causal conv (kernels.h conv1d): dy (dt [B, L, D]) and dhT (dt
 // [B, W-1, D], may be null) → dx (dt), dh0 (dt [B, W-1, D], may be null), dw (f32 [D, W]) and dbias
-// (f32 [D], may be null), both accumulated (zero them first). dpre: f32 scratch [B, L, D].
+// (f32 [D], may be null), all written. dy2 (dt, may be null): a second gradient of y, added to dy
+// (the conv output feeds two consumers in the Mamba-1 mixer).
 void conv1d_backward(DType dt, const void* x, const float* w, const float* bias, const void* h0, const void* dy,
-                     const void* dhT, float* dpre, void* dx, void* dh0, float* dw, float* dbias, int64_t B, int64_t L,
-                     int64_t D, int64_t W, bool silu);
+                     const void* dy2, const void* dhT, void* dx, void* dh0, float* dw, float* dbias, int64_t B,
+                     int64_t L, int64_t D, int64_t W, bool silu);
 
 // Cross-entropy over rows of V logits (dt): lse[i] = logsumexp(row i) and row_loss[i] = lse[i] -
 // logits[i, t_i], 0 where t_i == ignore (f32 [N] each). Targets are already range-checked.
@@ -63,7 +72,8 @@ void cross_entropy_bwd(DType dt, const void* logits, const int64_t* targets, int
 void softmax_fwd(DType dt, const void* x, void* y, int64_t rows, int64_t n, bool log);
 void softmax_bwd(DType dt, const void* y, const void* g, void* dx, int64_t rows, int64_t n, bool log);
 
-// Optimizer: acc[0] += Σ x² (f64 accumulator on the device); x *= s; one AdamW step of one tensor
+// Optimizer: acc[0] += Σ x² (f64 accumulator on the device; per-block partials, then one block adds
+// them in order); x *= s; one AdamW step of one tensor
 // (the same formulas as the CPU AdamW in src/train/optim.cpp).
 void sum_squares(const float* x, int64_t n, double* acc);
 void scale(float* x, int64_t n, float s);
