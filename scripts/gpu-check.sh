@@ -3,7 +3,8 @@
 # whole-model GPU benchmark lines, on a machine with an NVIDIA GPU (Hopper: the kernels are sm_90a).
 #
 #   scripts/gpu-check.sh [BUILD_DIR]          run in place (default build/release; fixtures from
-#                                             ../shared or $SSM_SHARED); logs in $OUT (default gpu-check/)
+#                                             ../shared or $SSM_SHARED); logs in $OUT (default gpu-check/);
+#                                             SSM_GPU_CHECK=tests or =bench runs only that half
 #   scripts/gpu-check.sh --stage DIR [BUILD]  copy what the run needs (stripped binaries, the CUDA
 #                                             runtime, the Mamba-1/2/3 fixtures, the training benchmark's
 #                                             text and model config, this script) into DIR,
@@ -55,12 +56,15 @@ out=${OUT:-gpu-check}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 status=0
+part=${SSM_GPU_CHECK:-all}  # tests | bench | all (one device call may be too short for both)
+[ "$part" = bench ] && tests=()
 for t in "${tests[@]}"; do
   rc=0
   timeout 300 "$bin/$t" > "$out/$t.txt" 2>&1 || rc=$?
   echo "$t: exit $rc, $(grep -E '^\[  (PASSED|FAILED) ' "$out/$t.txt" | tr '\n' ' ')"
   [ $rc = 0 ] || status=1
 done
+[ "$part" = tests ] && exit $status
 for m in mamba-130m mamba-1.4b mamba2-130m; do  # random weights of the released shapes, bf16
   timeout 300 "$bin/ssm" bench --device cuda --dtype bf16 --random $m -p 2048 -n 256 -r 5 2>&1 | tee -a "$out/bench.txt"
   timeout 300 "$bin/ssm" bench --device cuda --dtype bf16 --random $m -p 128 -n 128 -r 5 --tg-batch 64 2>&1 |

@@ -98,11 +98,13 @@ void matvec_t(const float* x, int64_t R, int64_t I, const void* w, const float* 
   }
 }
 
-// SSM_NO_AVX512=1 keeps the AVX2 kernels on an AVX-512 machine (to compare the two).
-bool env_off() {
-  const char* e = std::getenv("SSM_NO_AVX512");
+// SSM_NO_AVX512=1 keeps the AVX2 kernels on an AVX-512 machine, SSM_NO_AVX512_BF16=1 the widening
+// AVX-512 ones for bf16 weights (to compare them).
+bool env_set(const char* name) {
+  const char* e = std::getenv(name);
   return e && *e && *e != '0';
 }
+bool env_off() { return env_set("SSM_NO_AVX512"); }
 
 }  // namespace
 
@@ -123,7 +125,7 @@ bool have_avx512() {
   return v;
 }
 bool have_avx512_bf16() {
-  static const bool v = avx512::supported_bf16() && !env_off();
+  static const bool v = avx512::supported_bf16() && !env_off() && !env_set("SSM_NO_AVX512_BF16");
   return v;
 }
 

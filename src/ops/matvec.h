@@ -27,7 +27,8 @@ void matvec(const float* x, int64_t R, int64_t I, const void* w, WeightKind wk, 
 void matvec_parallel(const float* x, int64_t R, int64_t I, const void* w, WeightKind wk, const float* bias, float* y,
                      int64_t ldy, int64_t O);
 
-// What this CPU runs (SSM_NO_AVX512=1 forces the AVX2 kernels).
+// What this CPU runs (SSM_NO_AVX512=1 forces the AVX2 kernels; SSM_NO_AVX512_BF16=1 turns off only the
+// BF16 dot-product kernels below).
 bool have_avx512();
 // The AVX-512 BF16 kernels of matvec_avx512.h are usable: matvec() runs bf16 weights on
 // matvec_bf16_dp, and linear() more rows on the GEMM (round_bf16 + bf16_gemm), whose per-thread

@@ -86,8 +86,8 @@ inline void tile(const float* x, int64_t I, const void* w, int64_t o, int64_t o_
 
 // ---- bf16 matvec with BF16 dot products ----------------------------------------------------------
 // The same tiling as tile<1, NR, NO>, but x is rounded to bf16 in registers (32 values per vector,
-// nearest even, as round_bf16) and each 32 weights take one load and one VDPBF16PS: the widening
-// path spends three vector operations per 16 weights and is bound by instructions, not bandwidth.
+// nearest even, as round_bf16) and each 32 weights take one load and one VDPBF16PS: the products of
+// the bf16 prefill GEMM, so one-token decode and prefill agree.
 inline __m512bh x32(const float* x, __mmask16 lo, __mmask16 hi) {
   return _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, x + 16), _mm512_maskz_loadu_ps(lo, x));
 }
