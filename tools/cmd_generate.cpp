@@ -116,7 +116,7 @@ int run(const Opts& o) {
   const int sources = int(has_p) + int(!o.file.empty()) + int(!o.input_ids.empty());
   SSM_CHECK(sources <= 1, "generate", "give the prompt once: -p TEXT, -f FILE or --input-ids FILE");
   const DType wdtype = parse_weight_dtype(o.dtype);
-  const Device device = parse_device(o.device);
+  const Device device = parse_device(o.device, true);
 
   // ---- model and tokenizer ----
   std::unique_ptr<Model> model;

@@ -25,7 +25,7 @@ int run(const Opts& o) {
   const auto t0 = std::chrono::steady_clock::now();
   LoadOptions lo;
   lo.weight_dtype = parse_weight_dtype(o.dtype);
-  lo.device = parse_device(o.device);
+  lo.device = parse_device(o.device, true);
   auto model = Model::load(o.model, lo);
 
   std::vector<std::vector<int32_t>> rows;

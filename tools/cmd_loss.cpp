@@ -29,7 +29,7 @@ ssm::tools::Command cmd{"loss", "Loss of input ids (labels = ids) and optionally
                               "  ssm loss -m models/mamba-130m-hf --input-ids ids.safetensors --grads grads.safetensors\n");
                           return [o]() {
                             ssm::LoadOptions lo;
-                            lo.device = ssm::parse_device(o->device);
+                            lo.device = ssm::parse_device(o->device, true);
                             auto model = ssm::Model::load(o->model, lo);
                             auto in = ssm::io::SafeTensors::open(o->input_ids);
                             SSM_CHECK(in.has("input_ids"), "loss", o->input_ids + " has no tensor 'input_ids'");

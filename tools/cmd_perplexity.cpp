@@ -171,7 +171,7 @@ int run(const Opts& o) {
   SSM_CHECK(o.limit >= 0, "perplexity", "--limit must be >= 0 (0 = no limit)");
   LoadOptions lo;
   lo.weight_dtype = parse_weight_dtype(o.dtype);
-  lo.device = parse_device(o.device);
+  lo.device = parse_device(o.device, true);
   auto model = Model::load(o.model, lo);
   Tokenizer tok = load_tokenizer(o.model, o.tokenizer);
   Generator gen(*model, &tok);  // checks that the tokenizer fits the model

@@ -99,9 +99,10 @@ bool tokenizer_available(const std::string& model_dir, const std::string& tokeni
 std::vector<int32_t> default_eos_ids(const ModelConfig& cfg, const Tokenizer* tok);
 // "f32" | "bf16" | "f16" (also "float32", "bfloat16", "float16").
 DType parse_weight_dtype(const std::string& s);
-// "cpu" | "cuda"; "cuda" fails ("no CUDA device found; use --device cpu") when no GPU is visible or
-// the build has no CUDA backend.
-Device parse_device(const std::string& s);
+// "cpu" | "cuda". When "cuda" is asked for but no GPU is visible (or the build has no CUDA backend):
+// with cpu_fallback, a warning on stderr and Device::cpu (inference commands); without, an error
+// ("no CUDA device found; use --device cpu": benchmarks and training, where the CPU would mislead).
+Device parse_device(const std::string& s, bool cpu_fallback = false);
 // Tensor `name` (i64 or i32, [B, L], B, L >= 1) of a safetensors file, as rows of ids.
 std::vector<std::vector<int32_t>> read_ids_file(const std::string& path, const std::string& name = "input_ids");
 // Writes rows as tensor `name` i64 [B, L]; shorter rows are right-padded with `pad`.

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <string_view>
 
@@ -284,11 +285,14 @@ DType parse_weight_dtype(const std::string& s) {
   fail("dtype", "unknown weight dtype '" + s + "' (expected f32, bf16 or f16)");
 }
 
-Device parse_device(const std::string& s) {
+Device parse_device(const std::string& s, bool cpu_fallback) {
   if (s == "cpu") return Device::cpu;
   SSM_CHECK(s == "cuda", "device", "unknown device '" + s + "' (expected cpu or cuda)");
-  SSM_CHECK(cuda_device_count() > 0, "device", "no CUDA device found; use --device cpu");
-  return Device::cuda;
+  if (cuda_device_count() > 0) return Device::cuda;
+  SSM_CHECK(cpu_fallback, "device", "no CUDA device found; use --device cpu");
+  std::fprintf(stderr, "warning: --device cuda: no CUDA device found (or this build has no CUDA backend); "
+                       "running on the CPU\n");
+  return Device::cpu;
 }
 
 std::vector<std::vector<int32_t>> read_ids_file(const std::string& path, const std::string& name) {
