@@ -60,9 +60,11 @@ void BM_cross_entropy(benchmark::State& st) {
 void BM_linear_prefill(benchmark::State& st) {
   autograd::NoGradGuard ng;
   const int64_t dm = st.range(1) ? 2048 : kModel, O = st.range(1) ? 8192 : kD * 2;
-  Tensor x = Tensor::randn({512, dm}, 1), w = Tensor::randn({O, dm}, 2, 0, 0.02).to(st.range(0) ? DType::bf16 : DType::f32);
+  Tensor x = Tensor::randn({512, dm}, 1),
+         w = Tensor::randn({O, dm}, 2, 0, 0.02).to(st.range(0) ? DType::bf16 : DType::f32);
   for (auto _ : st) benchmark::DoNotOptimize(linear(x, w));
-  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * 512 * dm * O * double(st.iterations()), benchmark::Counter::kIsRate);
+  st.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * 512 * dm * O * double(st.iterations()), benchmark::Counter::kIsRate);
   finish(st, 512, 4.0 * (512 * dm + 512 * O) + double(w.nbytes()));
 }
 void BM_linear_decode(benchmark::State& st) {  // one token through in_proj; weights f32 / bf16

@@ -17,14 +17,38 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   if (!j.is_object()) return 0;
   for (const auto& [key, v] : j.items()) {
-    try { sink = sink + double(get_int(j, key, 0, "fuzz.json")); } catch (const ssm::Error&) {}
-    try { sink = sink + get_float(j, key, 0, "fuzz.json"); } catch (const ssm::Error&) {}
-    try { sink = sink + double(get_bool(j, key, false, "fuzz.json")); } catch (const ssm::Error&) {}
-    try { sink = sink + double(get_string(j, key, "", "fuzz.json").size()); } catch (const ssm::Error&) {}
-    try { sink = sink + double(get_int_list(j, key, {}, "fuzz.json").size()); } catch (const ssm::Error&) {}
-    try { sink = sink + double(get_float_list(j, key, {}, "fuzz.json").size()); } catch (const ssm::Error&) {}
-    try { sink = sink + json_float(v, "fuzz.json", key); } catch (const ssm::Error&) {}
-    try { sink = sink + double(require_int(v, "k", "fuzz.json")); } catch (const ssm::Error&) {}
+    try {
+      sink = sink + double(get_int(j, key, 0, "fuzz.json"));
+    } catch (const ssm::Error&) {
+    }
+    try {
+      sink = sink + get_float(j, key, 0, "fuzz.json");
+    } catch (const ssm::Error&) {
+    }
+    try {
+      sink = sink + double(get_bool(j, key, false, "fuzz.json"));
+    } catch (const ssm::Error&) {
+    }
+    try {
+      sink = sink + double(get_string(j, key, "", "fuzz.json").size());
+    } catch (const ssm::Error&) {
+    }
+    try {
+      sink = sink + double(get_int_list(j, key, {}, "fuzz.json").size());
+    } catch (const ssm::Error&) {
+    }
+    try {
+      sink = sink + double(get_float_list(j, key, {}, "fuzz.json").size());
+    } catch (const ssm::Error&) {
+    }
+    try {
+      sink = sink + json_float(v, "fuzz.json", key);
+    } catch (const ssm::Error&) {
+    }
+    try {
+      sink = sink + double(require_int(v, "k", "fuzz.json"));
+    } catch (const ssm::Error&) {
+    }
   }
   return 0;
 }

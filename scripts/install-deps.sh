@@ -5,7 +5,7 @@ set -euo pipefail
 PKGS=(build-essential cmake ninja-build pkg-config git
       libopenblas-dev nlohmann-json3-dev libcli11-dev libutf8proc-dev
       libgtest-dev libgmock-dev libbenchmark-dev
-      clang libclang-rt-14-dev gnuplot-nox)
+      clang clang-format libclang-rt-14-dev gnuplot-nox)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

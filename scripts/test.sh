@@ -10,6 +10,12 @@ scripts/install-deps.sh
 jobs=$(nproc)
 start=$(date +%s)
 
+echo "== format (clang-format, .clang-format) =="
+if git rev-parse --git-dir >/dev/null 2>&1; then
+  git ls-files '*.cpp' '*.h' '*.cu' '*.cuh' | xargs clang-format --dry-run --Werror
+else
+  echo "not a git checkout: format check skipped"
+fi
 echo "== release build (warnings as errors) =="
 cmake --preset ci >/dev/null
 cmake --build --preset ci -j "$jobs"

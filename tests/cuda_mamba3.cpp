@@ -81,8 +81,8 @@ TEST_F(CudaMamba3, ScanMatchesCpu) {
       Mamba3SisoOut want = mamba3_siso_scan(c), got = mamba3_siso_scan(g);
       ASSERT_EQ(got.y.dtype(), act);
       const double ty = act == DType::f32 ? 1e-4 : 1e-2;
-      const std::string what = std::string(dtype_name(act)) + " L=" + std::to_string(s.L) + " N=" +
-                               std::to_string(s.N) + " S=" + std::to_string(s.S) + " G=" + std::to_string(s.G);
+      const std::string what = std::string(dtype_name(act)) + " L=" + std::to_string(s.L) +
+                               " N=" + std::to_string(s.N) + " S=" + std::to_string(s.S) + " G=" + std::to_string(s.G);
       Tensor y = got.y.to(Device::cpu).to(DType::f32);
       ErrStats e = compare(y, want.y);
       std::printf("[%s] y %.2e of max |ref|\n", what.c_str(), e.max_abs / e.ref_max);

@@ -30,8 +30,7 @@ constexpr double kBf16Tol = 1.5e-2;  // measured on an H100: 4.4e-3 to 5.9e-3 on
 class CudaModel : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
-    if (cuda_device_count() == 0)
-      GTEST_SKIP() << "no CUDA device visible";
+    if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible";
     rel_ = std::string("fixtures/") + GetParam();
     SSM_REQUIRE_SHARED(rel_ + "/golden.safetensors");
   }
@@ -100,8 +99,7 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CudaModel,
                          [](const auto& info) {
                            std::string n = info.param;
                            for (char& c : n)
-                             if (c == '-')
-                               c = '_';
+                             if (c == '-') c = '_';
                            return n;
                          });
 
@@ -116,18 +114,15 @@ std::string slurp(const fs::path& p) {
 class CudaCli : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (cuda_device_count() == 0)
-      GTEST_SKIP() << "no CUDA device visible";
+    if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible";
     const char* b = std::getenv("SSM_BIN");
     bin_ = b ? std::string(b) : std::string(SSM_BINARY_DIR) + "/ssm";
-    if (!fs::exists(bin_))
-      GTEST_SKIP() << "no ssm binary at " << bin_ << " (set SSM_BIN)";
+    if (!fs::exists(bin_)) GTEST_SKIP() << "no ssm binary at " << bin_ << " (set SSM_BIN)";
     dir_ = fs::temp_directory_path() / ("ssm_cuda_cli_" + std::to_string(::getpid()));
     fs::create_directories(dir_);
   }
   void TearDown() override {
-    if (!dir_.empty())
-      fs::remove_all(dir_);
+    if (!dir_.empty()) fs::remove_all(dir_);
   }
   std::string tmp(const std::string& n) const { return (dir_ / n).string(); }
   int ssm(const std::string& args, std::string* err) const {

@@ -28,8 +28,7 @@ Tensor rnd(const Shape& s, uint64_t seed, DType t, double mean = 0, double sd = 
 class CudaOps : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (cuda_device_count() == 0)
-      GTEST_SKIP() << "no CUDA device visible";
+    if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible";
   }
   autograd::NoGradGuard ng_;
 };
@@ -136,8 +135,7 @@ TEST_F(CudaOps, LinearMatchCpu) {
     EXPECT_TRUE(AllClose(host(linear(xs.to(t).to(gpu).slice(2, 3, 3 + I).slice(1, 1, 20), gw)),
                          linear(xs.slice(2, 3, 3 + I).slice(1, 1, 20), w), tol))
         << dtype_name(t) << " strided";
-    if (t == DType::f32)
-      continue;
+    if (t == DType::f32) continue;
     // Mixed: the f32 operand is rounded to the half dtype; the output has x's dtype.
     Tensor x32 = Tensor::randn({4, I}, 13);
     Tensor ym = linear(x32.to(gpu), gw);

@@ -40,14 +40,14 @@ Inputs make_inputs(const Case& c, uint64_t seed) {
     in.gpu.push_back(t.defined() ? t.to(Device::cuda) : Tensor());
   };
   const Shape x = {c.B, c.L, c.D}, bc = {c.B, c.L, c.G, c.N};
-  act(x, 1, 0, 1);                                      // u
-  if (c.softplus)                                       // delta: raw (softplus) or already positive
+  act(x, 1, 0, 1);  // u
+  if (c.softplus)   // delta: raw (softplus) or already positive
     act(x, 2, -1.5, 1);
   else
     in.cpu.push_back(Tensor()), in.gpu.push_back(Tensor());
   param(Tensor::rand({c.D, c.N}, seed * 100 + 3, -3, -0.2));  // A
-  act(bc, 4, 0, 1);                                            // B
-  act(bc, 5, 0, 1);                                            // C
+  act(bc, 4, 0, 1);                                           // B
+  act(bc, 5, 0, 1);                                           // C
   param(c.Dskip ? Tensor::randn({c.D}, seed * 100 + 6) : Tensor());
   if (c.z)
     act(x, 7, 0, 1.5);
@@ -130,9 +130,7 @@ TEST_F(CudaScan, Bf16MatchesCpu) {
   check_case({2, 300, 64, 16, 1, false, true, false, true, false, DType::bf16}, 13);
 }
 
-TEST_F(CudaScan, F16MatchesCpu) {
-  check_case({2, 77, 40, 16, 2, true, true, true, true, true, DType::f16}, 21);
-}
+TEST_F(CudaScan, F16MatchesCpu) { check_case({2, 77, 40, 16, 2, true, true, true, true, true, DType::f16}, 21); }
 
 TEST_F(CudaScan, BackwardThroughAutograd) {  // leaf gradients on the GPU via Tensor::backward
   Case c{2, 50, 32, 16, 1, true, true, true, true, false, DType::bf16};

@@ -84,7 +84,9 @@ void run_case(const Case& c, DType act, Kern k, uint64_t seed) {
   ASSERT_EQ(got.final_state.dtype(), DType::f32);
   const bool chunked = k == Kern::chunked || (k == Kern::automatic && chunked_applies(c, act) && c.L > 16);
   const double ty = chunked ? (act == DType::bf16 ? 2e-2 : 5e-3)
-                            : (act == DType::bf16 ? 1e-2 : act == DType::f16 ? 2e-3 : 2e-4);
+                            : (act == DType::bf16  ? 1e-2
+                               : act == DType::f16 ? 2e-3
+                                                   : 2e-4);
   const double ts = chunked ? ty : 2e-4;
   Tensor y = got.y.to(Device::cpu), hT = got.final_state.to(Device::cpu);
   ErrStats ey = compare(y, want.y), es = compare(hT, want.final_state);

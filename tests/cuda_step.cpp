@@ -33,8 +33,7 @@ struct Case {
 class CudaStep : public ::testing::TestWithParam<Case> {
  protected:
   void SetUp() override {
-    if (cuda_device_count() == 0)
-      GTEST_SKIP() << "no CUDA device visible";
+    if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible";
     rel_ = std::string("fixtures/") + GetParam().fixture;
     SSM_REQUIRE_SHARED(rel_ + "/golden.safetensors");
     setenv("SSM_CUDA_GRAPHS", GetParam().graphs ? "1" : "0", 1);
@@ -114,8 +113,7 @@ TEST_P(CudaStep, StepEqualsForwardAndCpuStep) {
 }
 
 TEST_P(CudaStep, GreedyGenerationMatchesFixture) {
-  if (GetParam().batch != 1)
-    GTEST_SKIP() << "once per fixture";
+  if (GetParam().batch != 1) GTEST_SKIP() << "once per fixture";
   auto gpu = load(DType::f32, Device::cuda);
   auto g = io::SafeTensors::open(shared_path(rel_ + "/golden.safetensors"));
   std::vector<int64_t> prompt = g.get("gen.prompt").to_vector_i64(), want = g.get("gen.sequences").to_vector_i64();
@@ -132,20 +130,20 @@ TEST_P(CudaStep, GreedyGenerationMatchesFixture) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Fixtures, CudaStep,
-    ::testing::Values(Case{"hf-mamba1-tiny", 1, true}, Case{"hf-mamba1-tiny", 3, true}, Case{"hf-mamba1-tiny", 10, true},
-                      Case{"hf-mamba1-tiny", 3, false}, Case{"ssm-mamba1-tiny", 1, true},
-                      Case{"ssm-mamba1-tiny", 3, true}, Case{"ssm-mamba1-tiny", 10, false},
-                      Case{"hf-falcon-mamba-tiny", 1, true}, Case{"hf-falcon-mamba-tiny", 3, true},
-                      Case{"hf-falcon-mamba-tiny", 10, true}, Case{"hf-falcon-mamba-tiny", 1, false}),
-    [](const auto& info) {
-      std::string n = std::string(info.param.fixture) + "_B" + std::to_string(info.param.batch) +
-                      (info.param.graphs ? "_graph" : "_eager");
-      for (char& c : n)
-        if (c == '-')
-          c = '_';
-      return n;
-    });
+INSTANTIATE_TEST_SUITE_P(Fixtures, CudaStep,
+                         ::testing::Values(Case{"hf-mamba1-tiny", 1, true}, Case{"hf-mamba1-tiny", 3, true},
+                                           Case{"hf-mamba1-tiny", 10, true}, Case{"hf-mamba1-tiny", 3, false},
+                                           Case{"ssm-mamba1-tiny", 1, true}, Case{"ssm-mamba1-tiny", 3, true},
+                                           Case{"ssm-mamba1-tiny", 10, false}, Case{"hf-falcon-mamba-tiny", 1, true},
+                                           Case{"hf-falcon-mamba-tiny", 3, true},
+                                           Case{"hf-falcon-mamba-tiny", 10, true},
+                                           Case{"hf-falcon-mamba-tiny", 1, false}),
+                         [](const auto& info) {
+                           std::string n = std::string(info.param.fixture) + "_B" + std::to_string(info.param.batch) +
+                                           (info.param.graphs ? "_graph" : "_eager");
+                           for (char& c : n)
+                             if (c == '-') c = '_';
+                           return n;
+                         });
 
 }  // namespace

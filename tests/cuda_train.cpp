@@ -162,7 +162,8 @@ TEST_F(CudaTrain, RunsAreBitIdentical) {
       const std::string& n = a.params[k].first;
       const Tensor &pa = a.params[k].second, &pb = b.params[k].second;
       ASSERT_TRUE(pa.grad().defined() && pb.grad().defined()) << n;
-      const std::vector<float> ga = pa.grad().to(Device::cpu).to_vector_f32(), gb = pb.grad().to(Device::cpu).to_vector_f32();
+      const std::vector<float> ga = pa.grad().to(Device::cpu).to_vector_f32(),
+                               gb = pb.grad().to(Device::cpu).to_vector_f32();
       const std::vector<float> wa = pa.to(Device::cpu).to_vector_f32(), wb = pb.to(Device::cpu).to_vector_f32();
       EXPECT_EQ(0, std::memcmp(ga.data(), gb.data(), ga.size() * sizeof(float))) << dtype_name(act) << " grad " << n;
       EXPECT_EQ(0, std::memcmp(wa.data(), wb.data(), wa.size() * sizeof(float))) << dtype_name(act) << " weight " << n;
@@ -217,7 +218,8 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CudaGradParity, ::testing::Values("hf-mamba1-
 // metadata keys; --resume continues from it; the export loads on the CPU; the summary reports GPU memory.
 TEST_F(CudaTrain, RunTrainingOnGpu) {
   const std::string text = write_text("cuda_train.txt");
-  const std::string dir_gpu = ::testing::TempDir() + "/cuda_train_gpu", dir_cpu = ::testing::TempDir() + "/cuda_train_cpu";
+  const std::string dir_gpu = ::testing::TempDir() + "/cuda_train_gpu",
+                    dir_cpu = ::testing::TempDir() + "/cuda_train_cpu";
   fs::remove_all(dir_gpu);
   fs::remove_all(dir_cpu);
   train::TrainConfig t = tiny_config(dir_gpu, text);

@@ -88,12 +88,11 @@ TEST_P(GenerateParity, BatchEqualsEachAlone) {
   EXPECT_LE(batch.tokens[0].size(), 4u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, GenerateParity, ::testing::ValuesIn(kFixtures),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           std::replace(n.begin(), n.end(), '-', '_');
-                           return n;
-                         });
+INSTANTIATE_TEST_SUITE_P(Fixtures, GenerateParity, ::testing::ValuesIn(kFixtures), [](const auto& info) {
+  std::string n = info.param;
+  std::replace(n.begin(), n.end(), '-', '_');
+  return n;
+});
 
 TEST(Generate, StreamsEveryTokenInOrder) {
   SSM_REQUIRE_SHARED("fixtures/hf-mamba1-tiny/golden.safetensors");

@@ -288,9 +288,9 @@ TEST(Mamba3Model, InitialisationMatchesMambaSsm) {
 // Measured: worst 1.2% (C_norm, |g| 1.2e-3), most < 0.2%, embedding 0.14%; bound 2% + 2e-5.
 TEST(Mamba3Model, LossGradientsMatchFiniteDifferences) {
   auto m = Model::create(tiny_config(), 11);
-  Tensor ids = Tensor::from_vector(std::vector<int64_t>{3, 9, 27, 17, 51, 5, 60, 2, 33, 11, 40, 7, 1, 63, 22, 30,
-                                                        8, 19, 44, 12, 5, 5, 61, 29},
-                                   {2, 12});
+  Tensor ids = Tensor::from_vector(
+      std::vector<int64_t>{3, 9, 27, 17, 51, 5, 60, 2, 33, 11, 40, 7, 1, 63, 22, 30, 8, 19, 44, 12, 5, 5, 61, 29},
+      {2, 12});
   auto params = m->named_parameters();
   for (auto& [n, p] : params) p.set_requires_grad(true);
   train::lm_loss(*m, ids).backward();

@@ -126,7 +126,8 @@ TEST(ModelLoad, BadInputsGiveClearErrors) {
   EXPECT_NE(load_error(d).find("unsupported model_type 'llama'"), std::string::npos);
   write_file(d + "/config.json", "{\"model_type\": \"mamba\", ");
   EXPECT_NE(load_error(d).find("config.json"), std::string::npos);
-  write_file(d + "/config.json", "{\"model_type\": \"mamba\", \"hidden_size\": 8, \"num_hidden_layers\": 1, \"vocab_size\": 16}");
+  write_file(d + "/config.json",
+             "{\"model_type\": \"mamba\", \"hidden_size\": 8, \"num_hidden_layers\": 1, \"vocab_size\": 16}");
   EXPECT_NE(load_error(d).find("no weights"), std::string::npos);
 }
 

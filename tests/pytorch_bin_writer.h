@@ -197,22 +197,14 @@ inline std::string write_zip(const std::vector<ZipFile>& files, const ZipOptions
 // The torch storage class of a dtype ("FloatStorage", ...).
 inline const char* torch_storage_class(DType t) {
   switch (t) {
-    case DType::f32:
-      return "FloatStorage";
-    case DType::f16:
-      return "HalfStorage";
-    case DType::bf16:
-      return "BFloat16Storage";
-    case DType::f64:
-      return "DoubleStorage";
-    case DType::i64:
-      return "LongStorage";
-    case DType::i32:
-      return "IntStorage";
-    case DType::u8:
-      return "ByteStorage";
-    case DType::i8:
-      return "CharStorage";
+    case DType::f32: return "FloatStorage";
+    case DType::f16: return "HalfStorage";
+    case DType::bf16: return "BFloat16Storage";
+    case DType::f64: return "DoubleStorage";
+    case DType::i64: return "LongStorage";
+    case DType::i32: return "IntStorage";
+    case DType::u8: return "ByteStorage";
+    case DType::i8: return "CharStorage";
   }
   return "?";
 }

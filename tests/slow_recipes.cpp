@@ -16,9 +16,9 @@ namespace {
 std::string model_dir(const std::string& name) { return std::string(SSM_SOURCE_DIR) + "/models/" + name; }
 
 // Until a recipe's model is committed, its check is skipped with the reason.
-#define SSM_REQUIRE_MODEL(name)                                                                         \
-  do {                                                                                                 \
-    if (!std::filesystem::exists(model_dir(name) + "/model.safetensors"))                              \
+#define SSM_REQUIRE_MODEL(name)                                                                          \
+  do {                                                                                                   \
+    if (!std::filesystem::exists(model_dir(name) + "/model.safetensors"))                                \
       GTEST_SKIP() << "models/" << (name) << " is not in the repository yet (train it with its recipe)"; \
   } while (0)
 

@@ -23,11 +23,10 @@ inline std::string shared_dir() {
 }
 
 // Skips the test with a clear message when ../shared (or a file under it) is missing.
-#define SSM_REQUIRE_SHARED(rel)                                                                          \
-  do {                                                                                                   \
-    if (::ssm::testing::shared_dir().empty() ||                                                         \
-        !std::filesystem::exists(::ssm::testing::shared_dir() + "/" + (rel)))                           \
-      GTEST_SKIP() << "needs ../shared/" << (rel) << " (reference fixtures, not part of the repository)"; \
+#define SSM_REQUIRE_SHARED(rel)                                                                                       \
+  do {                                                                                                                \
+    if (::ssm::testing::shared_dir().empty() || !std::filesystem::exists(::ssm::testing::shared_dir() + "/" + (rel))) \
+      GTEST_SKIP() << "needs ../shared/" << (rel) << " (reference fixtures, not part of the repository)";             \
   } while (0)
 
 inline std::string shared_path(const std::string& rel) { return shared_dir() + "/" + rel; }
@@ -71,7 +70,8 @@ inline void expect_grad(const std::function<Tensor(const std::vector<Tensor>&)>&
 }
 
 // f() must throw an ssm::Error whose message contains substr.
-template <typename F> void expect_error(F f, const std::string& substr) {
+template <typename F>
+void expect_error(F f, const std::string& substr) {
   try {
     f();
     ADD_FAILURE() << "expected an ssm::Error containing '" << substr << "'";
@@ -81,7 +81,8 @@ template <typename F> void expect_error(F f, const std::string& substr) {
 }
 
 // f() evaluated with the reference loops instead of the fast kernels.
-template <typename F> Tensor reference(F f) {
+template <typename F>
+Tensor reference(F f) {
   ReferenceKernelsGuard g(true);
   return f();
 }

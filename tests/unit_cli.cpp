@@ -43,8 +43,8 @@ std::string slurp(const fs::path& p) {
 class Cli : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("ssm_cli_" + std::to_string(::getpid()) + "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() / ("ssm_cli_" + std::to_string(::getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::create_directories(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
@@ -75,15 +75,23 @@ class Cli : public ::testing::Test {
     for (size_t i = 0; i < bs.size(); ++i) {
       std::string u;  // code point cs[i] (< 0x800) as UTF-8
       int c = cs[i];
-      if (c < 0x80) u += char(c);
-      else u += char(0xC0 | (c >> 6)), u += char(0x80 | (c & 0x3F));
+      if (c < 0x80)
+        u += char(c);
+      else
+        u += char(0xC0 | (c >> 6)), u += char(0x80 | (c & 0x3F));
       vocab[u] = bs[i];
     }
-    nlohmann::json bl = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
+    nlohmann::json bl = {
+        {"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
     nlohmann::json j = {{"version", "1.0"},
                         {"added_tokens",
-                         {{{"id", 257}, {"content", "<|endoftext|>"}, {"single_word", false}, {"lstrip", false},
-                           {"rstrip", false}, {"normalized", false}, {"special", true}}}},
+                         {{{"id", 257},
+                           {"content", "<|endoftext|>"},
+                           {"single_word", false},
+                           {"lstrip", false},
+                           {"rstrip", false},
+                           {"normalized", false},
+                           {"special", true}}}},
                         {"normalizer", nullptr},
                         {"pre_tokenizer", bl},
                         {"post_processor", nullptr},
@@ -111,7 +119,8 @@ TEST_F(Cli, HelpHasExamples) {
 // -t works before and after the subcommand (the usage lines show `ssm generate ... -t 2`).
 TEST_F(Cli, ThreadsOptionBeforeOrAfterSubcommand) {
   const std::string tok = byte_tokenizer();
-  for (const std::string& args : {"-t 2 tokenize --tokenizer " + tok + " hi", "tokenize --tokenizer " + tok + " hi -t 2"}) {
+  for (const std::string& args :
+       {"-t 2 tokenize --tokenizer " + tok + " hi", "tokenize --tokenizer " + tok + " hi -t 2"}) {
     CmdResult r = ssm(args);
     EXPECT_EQ(r.code, 0) << args << ": " << r.err;
     EXPECT_EQ(r.out, "104 105\n") << args;
@@ -128,7 +137,7 @@ TEST_F(Cli, GreedyGenerateMatchesGoldenIds) {
     auto golden = io::SafeTensors::open(shared_path(fx + "/golden.safetensors"));
     io::save_safetensors(tmp("in.safetensors"), {{"input_ids", golden.get("gen.prompt")}});
     CmdResult r = ssm("generate -m " + shared_path(fx) + " --input-ids " + tmp("in.safetensors") + " --output-ids " +
-                tmp("out.safetensors") + " --temp 0 -n 16 --ignore-eos");
+                      tmp("out.safetensors") + " --temp 0 -n 16 --ignore-eos");
     ASSERT_EQ(r.code, 0) << name << ": " << r.err;
     Tensor got = io::SafeTensors::open(tmp("out.safetensors")).get("output_ids");
     EXPECT_EQ(got.to_vector_i64(), golden.get("gen.sequences").to_vector_i64()) << name;
@@ -148,7 +157,7 @@ TEST_F(Cli, LogitsMatchGolden) {
   auto golden = io::SafeTensors::open(shared_path("fixtures/hf-mamba2-tiny/golden.safetensors"));
   io::save_safetensors(tmp("in.safetensors"), {{"input_ids", golden.get("input_ids")}});
   CmdResult r = ssm("logits -m " + shared_path("fixtures/hf-mamba2-tiny") + " --input-ids " + tmp("in.safetensors") +
-              " --out " + tmp("logits.safetensors"));
+                    " --out " + tmp("logits.safetensors"));
   ASSERT_EQ(r.code, 0) << r.err;
   Tensor got = io::SafeTensors::open(tmp("logits.safetensors")).get("logits");
   EXPECT_EQ(got.dtype(), DType::f32);
@@ -169,7 +178,8 @@ TEST_F(Cli, DeviceErrors) {
     EXPECT_NE(r.err.find("no CUDA device found; use --device cpu"), std::string::npos) << cmd << ": " << r.err;
   }
   // Inference falls back to the CPU and says so: the same text as on the CPU.
-  const std::string gen = "generate -m " + std::string(SSM_SOURCE_DIR) + "/models/shakespeare-char -p JULIET: -n 8 --temp 0";
+  const std::string gen =
+      "generate -m " + std::string(SSM_SOURCE_DIR) + "/models/shakespeare-char -p JULIET: -n 8 --temp 0";
   CmdResult cpu = ssm(gen), fallback = ssm(gen + " --device cuda");
   EXPECT_EQ(fallback.code, 0) << fallback.err;
   EXPECT_NE(fallback.err.find("warning: --device cuda: no CUDA device found"), std::string::npos) << fallback.err;
@@ -189,7 +199,8 @@ TEST_F(Cli, DataParallelNeedsGpus) {
   EXPECT_NE(r.err.find("--gpus"), std::string::npos) << r.err;
   r = CmdResult();
   std::string env = "RANK=0 WORLD_SIZE=1 ";
-  int st = std::system((env + SSM_BINARY_DIR + "/ssm " + args + " --device cuda > " + tmp("o.txt") + " 2> " + tmp("e.txt")).c_str());
+  int st = std::system(
+      (env + SSM_BINARY_DIR + "/ssm " + args + " --device cuda > " + tmp("o.txt") + " 2> " + tmp("e.txt")).c_str());
   EXPECT_EQ(WIFEXITED(st) ? WEXITSTATUS(st) : -1, 1);
   EXPECT_NE(slurp(tmp("e.txt")).find("no CUDA device"), std::string::npos) << slurp(tmp("e.txt"));
   EXPECT_FALSE(fs::exists(tmp("run") + "/train.jsonl")) << "nothing is written";
@@ -231,7 +242,7 @@ TEST_F(Cli, ConvertRoundTripsWithIdenticalLogits) {
       EXPECT_NE(r.err.find("identical logits"), std::string::npos);
       auto copy = Model::load(out);
       EXPECT_TRUE(AllClose(copy->forward(ids), want, 0)) << name << " " << format;  // bit-identical
-      auto cfg = io::load_json_file((fs::path(out) / "config.json").string());  // may hold Infinity
+      auto cfg = io::load_json_file((fs::path(out) / "config.json").string());      // may hold Infinity
       EXPECT_EQ(cfg.contains("model_type"), std::string(format) == "hf");
       auto st = io::SafeTensors::open(out + "/model.safetensors");
       EXPECT_TRUE(st.has(std::string(format) == "hf" ? "backbone.embeddings.weight" : "backbone.embedding.weight"));
@@ -263,8 +274,8 @@ TEST_F(Cli, PerplexityEqualsExpCrossEntropy) {
   const int64_t L = int64_t(ids.size());
   Tensor logits = model->forward(Tensor::from_vector(ids, {1, L}));  // [1, L, V]
   std::vector<int64_t> next(ids.begin() + 1, ids.end());
-  Tensor ce = cross_entropy(logits.slice(1, 0, L - 1).contiguous().view({L - 1, -1}),
-                            Tensor::from_vector(next, {L - 1}));
+  Tensor ce =
+      cross_entropy(logits.slice(1, 0, L - 1).contiguous().view({L - 1, -1}), Tensor::from_vector(next, {L - 1}));
   EXPECT_NEAR(got, std::exp(ce.item()), 1e-4 * std::exp(ce.item()));  // printed with 4 decimals
   EXPECT_NE(r.err.find("ETA"), std::string::npos);
 }

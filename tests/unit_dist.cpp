@@ -37,9 +37,9 @@ class EnvGuard {
   }
 
  private:
-  static constexpr const char* kNames[] = {"RANK",        "WORLD_SIZE",           "LOCAL_RANK",
-                                           "MASTER_ADDR", "MASTER_PORT",          "OMPI_COMM_WORLD_RANK",
-                                           "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"};
+  static constexpr const char* kNames[] = {
+      "RANK",        "WORLD_SIZE",           "LOCAL_RANK",           "MASTER_ADDR",
+      "MASTER_PORT", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"};
   std::map<std::string, std::optional<std::string>> saved_;
 };
 
@@ -53,7 +53,11 @@ TEST(DistEnv, SingleProcessWhenNothingIsSet) {
 
 TEST(DistEnv, TorchrunAndOpenMpiNames) {
   {
-    EnvGuard g({{"RANK", "3"}, {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "1"}, {"MASTER_ADDR", "10.0.0.2"}, {"MASTER_PORT", "29500"}});
+    EnvGuard g({{"RANK", "3"},
+                {"WORLD_SIZE", "4"},
+                {"LOCAL_RANK", "1"},
+                {"MASTER_ADDR", "10.0.0.2"},
+                {"MASTER_PORT", "29500"}});
     dist::Env e = dist::env_from_environment();
     EXPECT_TRUE(e.distributed);
     EXPECT_EQ(e.rank, 3);
@@ -63,7 +67,9 @@ TEST(DistEnv, TorchrunAndOpenMpiNames) {
     EXPECT_EQ(e.master_port, 29500);
   }
   {
-    EnvGuard g({{"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "2"}, {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
+    EnvGuard g({{"OMPI_COMM_WORLD_RANK", "1"},
+                {"OMPI_COMM_WORLD_SIZE", "2"},
+                {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
                 {"MASTER_PORT", "29501"}});
     dist::Env e = dist::env_from_environment();
     EXPECT_EQ(e.rank, 1);

@@ -73,7 +73,8 @@ bool no_temp_files(const fs::path& dir) {
   return true;
 }
 
-const DType kAllDTypes[] = {DType::f64, DType::f32, DType::f16, DType::bf16, DType::i64, DType::i32, DType::i8, DType::u8};
+const DType kAllDTypes[] = {DType::f64, DType::f32, DType::f16, DType::bf16,
+                            DType::i64, DType::i32, DType::i8,  DType::u8};
 
 }  // namespace
 

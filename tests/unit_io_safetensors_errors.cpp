@@ -70,7 +70,8 @@ TEST(SafeTensorsErrors, EntryFields) {
   expect_bad(file_bytes(R"({"w":{"dtype":"F32","shape":[1]}})", 4), {"tensor 'w'", "no \"data_offsets\""});
   expect_bad(file_bytes(R"({"w":[1,2]})", 0), {"tensor 'w'", "not an object"});
   expect_bad(file_bytes(R"({"w":{"dtype":7,"shape":[1],"data_offsets":[0,4]}})", 4), {"\"dtype\" is not a string"});
-  expect_bad(file_bytes("{" + entry("w", "F8_E4M3", "[1]", "[0,1]") + "}", 1), {"tensor 'w'", "unknown dtype 'F8_E4M3'"});
+  expect_bad(file_bytes("{" + entry("w", "F8_E4M3", "[1]", "[0,1]") + "}", 1),
+             {"tensor 'w'", "unknown dtype 'F8_E4M3'"});
   expect_bad(file_bytes("{" + entry("w", "f32", "[1]", "[0,4]") + "}", 4), {"unknown dtype 'f32'"});
   expect_bad(file_bytes("{" + entry("w", "F32", "3", "[0,4]") + "}", 4), {"\"shape\" is not an array"});
   expect_bad(file_bytes("{" + entry("w", "F32", "[1]", "[0]") + "}", 4), {"\"data_offsets\" is not an array"});

@@ -36,9 +36,9 @@ double max_rel_err(const Tensor& got, const Tensor& want, double floor) {
 struct UnaryCase {
   const char* name;
   std::function<Tensor(const Tensor&)> fn;
-  double lo, hi;  // input range
+  double lo, hi;   // input range
   double rel_tol;  // per-element relative tolerance of the fast f32 kernel vs the f32 reference
-  double floor;   // |want| below which the error is measured absolutely
+  double floor;    // |want| below which the error is measured absolutely
 };
 
 // Tolerances: the fast kernels use polynomial exp/log/erfc (~2 ulp) instead of libm (<1 ulp), and
@@ -158,9 +158,9 @@ TEST(Elementwise, BroadcastingBinaryOps) {
   EXPECT_EQ(div(a, Tensor::full({}, 4.0)).to_vector_f32(), (std::vector<float>{2.5, 5}));  // 0-dim scalar
 
   // Fast vs reference: both do one IEEE op per element, so they agree exactly.
-  std::vector<std::pair<Shape, Shape>> shapes = {{{257}, {257}}, {{257}, {1}}, {{1}, {2049}}, {{3, 33}, {33}},
-                                                 {{3, 1, 7}, {1, 4, 1}}, {{2, 3, 4}, {3, 1}}, {{}, {7}},
-                                                 {{5, 1}, {1, 2049}}, {{2, 1, 3, 1}, {2, 5, 1, 7}}};
+  std::vector<std::pair<Shape, Shape>> shapes = {{{257}, {257}},  {{257}, {1}},           {{1}, {2049}},
+                                                 {{3, 33}, {33}}, {{3, 1, 7}, {1, 4, 1}}, {{2, 3, 4}, {3, 1}},
+                                                 {{}, {7}},       {{5, 1}, {1, 2049}},    {{2, 1, 3, 1}, {2, 5, 1, 7}}};
   std::vector<std::pair<const char*, std::function<Tensor(const Tensor&, const Tensor&)>>> ops = {
       {"add", [](const Tensor& x, const Tensor& y) { return add(x, y); }},
       {"sub", [](const Tensor& x, const Tensor& y) { return sub(x, y); }},
@@ -204,7 +204,9 @@ TEST(Elementwise, BroadcastShapesAndSumTo) {
 }
 
 TEST(Elementwise, GradientsF64) {
-  auto r = [](Shape s, uint64_t seed, double lo = -2, double hi = 2) { return Tensor::rand(s, seed, lo, hi, DType::f64); };
+  auto r = [](Shape s, uint64_t seed, double lo = -2, double hi = 2) {
+    return Tensor::rand(s, seed, lo, hi, DType::f64);
+  };
   expect_grad([](const std::vector<Tensor>& in) { return add(in[0], in[1]); }, {r({2, 3}, 1), r({3}, 2)});
   expect_grad([](const std::vector<Tensor>& in) { return sub(in[0], in[1]); }, {r({2, 1, 3}, 3), r({4, 1}, 4)});
   expect_grad([](const std::vector<Tensor>& in) { return mul(in[0], in[1]); }, {r({2, 1, 3}, 5), r({4, 1}, 6)});

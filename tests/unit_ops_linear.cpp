@@ -74,7 +74,7 @@ TEST(Matmul, GradCheckF64) {
       expect_grad(f, {a(12), randn(tb ? Shape{N, K} : Shape{K, N}, 13, DType::f64)});  // b 2-D: batch-summed
       expect_grad(f, {a(13).select(0, 0).contiguous(), randn(tb ? Shape{N, K} : Shape{K, N}, 14, DType::f64)});
       expect_grad(f, {randn(ta ? Shape{K, 1} : Shape{1, K}, 15, DType::f64),
-                            randn(tb ? Shape{N, K} : Shape{K, N}, 16, DType::f64)});
+                      randn(tb ? Shape{N, K} : Shape{K, N}, 16, DType::f64)});
     }
 }
 
@@ -176,7 +176,7 @@ TEST(Linear, GradCheckF64) {
   expect_grad(f, {randn({2, 3, 5}, 1, DType::f64), randn({4, 5}, 2, DType::f64), randn({4}, 3, DType::f64)});
   expect_grad(f, {randn({1, 5}, 4, DType::f64), randn({4, 5}, 5, DType::f64), randn({4}, 6, DType::f64)});
   expect_grad([](const std::vector<Tensor>& in) { return linear(in[0], in[1]); },
-                    {randn({5}, 7, DType::f64), randn({3, 5}, 8, DType::f64)});
+              {randn({5}, 7, DType::f64), randn({3, 5}, 8, DType::f64)});
 }
 
 TEST(Linear, Errors) {
@@ -216,8 +216,7 @@ TEST(Embedding, HandComputedAndDtypes) {
 
 TEST(Embedding, Gradients) {
   Tensor ids = Tensor::from_vector(std::vector<int64_t>{2, 0, 2, 2}, {2, 2});
-  expect_grad([&](const std::vector<Tensor>& in) { return embedding(in[0], ids); },
-                    {randn({3, 4}, 1, DType::f64)});
+  expect_grad([&](const std::vector<Tensor>& in) { return embedding(in[0], ids); }, {randn({3, 4}, 1, DType::f64)});
   // Hand check: each row's gradient is the sum of the output gradients of its occurrences.
   Tensor w = randn({3, 2}, 2);
   w.set_requires_grad(true);

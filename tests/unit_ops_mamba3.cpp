@@ -254,8 +254,8 @@ Tensor all_outputs(const Mamba3SisoOut& o) {
 
 OpFn scan_fn() {
   return [](const std::vector<Tensor>& x) {
-    return all_outputs(mamba3_siso_scan({x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], x[8], x[9], x[10], x[11],
-                                         x[12], x[13], x[14]}));
+    return all_outputs(mamba3_siso_scan(
+        {x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], x[8], x[9], x[10], x[11], x[12], x[13], x[14]}));
   };
 }
 

@@ -13,9 +13,11 @@ using kernels::WeightKind;
 namespace {
 
 struct Weights {
-  std::vector<float> f32;     // the values the kernel sees, widened
+  std::vector<float> f32;      // the values the kernel sees, widened
   std::vector<uint16_t> half;  // bf16 / f16 storage
-  const void* ptr(WeightKind k) const { return k == WeightKind::f32 ? static_cast<const void*>(f32.data()) : half.data(); }
+  const void* ptr(WeightKind k) const {
+    return k == WeightKind::f32 ? static_cast<const void*>(f32.data()) : half.data();
+  }
 };
 
 Weights make_weights(WeightKind k, int64_t n, std::mt19937& rng) {
@@ -147,7 +149,8 @@ TEST(Bf16Gemm, MatchesLoopOverRoundedInputs) {
               want += p;
               mag += std::fabs(p);
             }
-            ASSERT_NEAR(got, want, 1e-5 * mag + 1e-6) << "M=" << M << " K=" << K << " N=" << N << " m=" << m << " n=" << n;
+            ASSERT_NEAR(got, want, 1e-5 * mag + 1e-6)
+                << "M=" << M << " K=" << K << " N=" << N << " m=" << m << " n=" << n;
           }
       }
     }

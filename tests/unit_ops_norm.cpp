@@ -124,9 +124,8 @@ TEST(Norm, GradCheckF64) {
   auto w = [&](uint64_t s) { return Tensor::rand({8}, s, 0.5, 1.5, f64); };
   expect_grad([](const std::vector<Tensor>& in) { return rms_norm(in[0], in[1], 1e-5); }, {x(1), w(2)});
   expect_grad([](const std::vector<Tensor>& in) { return layer_norm(in[0], in[1], in[2], 1e-5); },
-                    {x(3), w(4), randn({8}, 5, f64)});
-  expect_grad([](const std::vector<Tensor>& in) { return layer_norm(in[0], in[1], Tensor(), 1e-5); },
-                    {x(6), w(7)});
+              {x(3), w(4), randn({8}, 5, f64)});
+  expect_grad([](const std::vector<Tensor>& in) { return layer_norm(in[0], in[1], Tensor(), 1e-5); }, {x(6), w(7)});
   // Both outputs of the fused add+norm carry gradient (the residual stream continues to the next block).
   expect_grad(
       [](const std::vector<Tensor>& in) {
@@ -141,19 +140,17 @@ TEST(Norm, GradCheckF64) {
       },
       {x(11), x(12), w(13), randn({8}, 14, f64)});
   expect_grad([](const std::vector<Tensor>& in) { return rms_norm_add(in[0], Tensor(), in[1], 1e-5).out; },
-                    {x(15), w(16)});
+              {x(15), w(16)});
   expect_grad([](const std::vector<Tensor>& in) { return rms_norm_add(in[0], in[1], in[2], 1e-5).residual; },
-                    {x(17), x(18), w(19)});
+              {x(17), x(18), w(19)});
   for (int64_t group : {8, 4, 2}) {
     for (bool nbg : {false, true}) {
       SCOPED_TRACE("group " + std::to_string(group) + " norm_before_gate " + std::to_string(nbg));
-      expect_grad(
-          [&](const std::vector<Tensor>& in) { return gated_rms_norm(in[0], in[1], in[2], group, 1e-5, nbg); },
-          {x(20), x(21), w(22)});
+      expect_grad([&](const std::vector<Tensor>& in) { return gated_rms_norm(in[0], in[1], in[2], group, 1e-5, nbg); },
+                  {x(20), x(21), w(22)});
     }
-    expect_grad(
-        [&](const std::vector<Tensor>& in) { return gated_rms_norm(in[0], Tensor(), in[1], group, 1e-5); },
-        {x(23), w(24)});
+    expect_grad([&](const std::vector<Tensor>& in) { return gated_rms_norm(in[0], Tensor(), in[1], group, 1e-5); },
+                {x(23), w(24)});
   }
 }
 

@@ -35,9 +35,10 @@ TEST(Concat, HandCheckedAndLayouts) {
   EXPECT_EQ(c.to_vector_f32(), (std::vector<float>{1, 2, 5, 3, 4, 6}));
   EXPECT_EQ(concat({a, a.transpose(0, 1)}, 0).to_vector_f32(), (std::vector<float>{1, 2, 3, 4, 1, 3, 2, 4}));
   EXPECT_EQ(concat({a, Tensor::zeros({2, 0})}, -1).to_vector_f32(), a.to_vector_f32());  // empty piece
-  Tensor ids = concat({Tensor::from_vector(std::vector<int64_t>{1, 2}, {2}), Tensor::from_vector(std::vector<int64_t>{3}, {1})}, 0);
+  Tensor ids = concat(
+      {Tensor::from_vector(std::vector<int64_t>{1, 2}, {2}), Tensor::from_vector(std::vector<int64_t>{3}, {1})}, 0);
   EXPECT_EQ(ids.to_vector_i64(), (std::vector<int64_t>{1, 2, 3}));  // any dtype
-  for (int64_t n : kSizes) {  // against a slice-by-slice oracle
+  for (int64_t n : kSizes) {                                        // against a slice-by-slice oracle
     Tensor x = Tensor::rand({3, n, 2}, uint64_t(n)), y = Tensor::rand({3, 5, 2}, 2);
     Tensor z = concat({x, y}, 1);
     EXPECT_TRUE(AllClose(z.narrow(1, 0, n).contiguous(), x, 0, 0));
@@ -113,12 +114,17 @@ TEST(GatherScatter, FastMatchesReference) {
 TEST(ShapeOps, GradientsF64) {
   auto r = [](Shape s, uint64_t seed) { return Tensor::rand(s, seed, -2, 2, DType::f64); };
   expect_grad([](const std::vector<Tensor>& in) { return concat({in[0], in[1]}, 1); }, {r({2, 3}, 1), r({2, 2}, 2)});
-  expect_grad([](const std::vector<Tensor>& in) { return concat({in[0], exp(in[1]), in[0]}, 0); },
-              {r({1, 3}, 3), r({2, 3}, 4)});
-  expect_grad([](const std::vector<Tensor>& in) {
-    auto p = split(in[0], {2, 2}, 1);
-    return mul(p[0], p[1]);
-  }, {r({3, 4}, 5)});
+  expect_grad(
+      [](const std::vector<Tensor>& in) {
+        return concat({in[0], exp(in[1]), in[0]}, 0);
+      },
+      {r({1, 3}, 3), r({2, 3}, 4)});
+  expect_grad(
+      [](const std::vector<Tensor>& in) {
+        auto p = split(in[0], {2, 2}, 1);
+        return mul(p[0], p[1]);
+      },
+      {r({3, 4}, 5)});
   Tensor idx = Tensor::from_vector(std::vector<int64_t>{0, 2, 2, 1, 0, 0}, {2, 3});
   expect_grad([idx](const std::vector<Tensor>& in) { return gather(in[0], 1, idx); }, {r({2, 4}, 6)});
   expect_grad([idx](const std::vector<Tensor>& in) { return scatter_add(in[0], 1, idx, in[1]); },
@@ -131,7 +137,11 @@ TEST(ShapeOps, GradientsF64) {
 TEST(ShapeOps, Errors) {
   Tensor a = Tensor::zeros({2, 3});
   expect_error([] { concat({}, 0); }, "[concat] needs at least one tensor");
-  expect_error([&] { concat({a, Tensor::zeros({2, 3}, DType::f64)}, 0); }, "[concat] tensor 1 is f64 but tensor 0 is f32");
+  expect_error(
+      [&] {
+        concat({a, Tensor::zeros({2, 3}, DType::f64)}, 0);
+      },
+      "[concat] tensor 1 is f64 but tensor 0 is f32");
   expect_error([&] { concat({a, Tensor::zeros({3, 3})}, 1); }, "[concat] tensor 1 has shape [3, 3], incompatible");
   expect_error([&] { concat({a, a}, 2); }, "[concat] dimension 2 out of range");
   expect_error([&] { split(a, {1, 1}, 1); }, "[split] sizes add up to 2 but dimension 1 of [2, 3] has 3");
@@ -139,13 +149,26 @@ TEST(ShapeOps, Errors) {
   Tensor bad = Tensor::from_vector(std::vector<int64_t>{0, 3}, {1, 2});
   expect_error([&] { gather(a, 1, bad); }, "[gather] index 3 at position 1 is out of range for a dimension of size 3");
   expect_error([&] { gather(a, 1, Tensor::zeros({2, 2}, DType::f32)); }, "[gather] index must be i64, got f32");
-  expect_error([&] { gather(a, 1, Tensor::zeros({2}, DType::i64)); }, "[gather] index has shape [2] but x has shape [2, 3]");
+  expect_error([&] { gather(a, 1, Tensor::zeros({2}, DType::i64)); },
+               "[gather] index has shape [2] but x has shape [2, 3]");
   expect_error([&] { gather(a, 1, Tensor::zeros({3, 1}, DType::i64)); }, "[gather] index shape [3, 1] exceeds x shape");
   Tensor ok = Tensor::zeros({2, 2}, DType::i64);
   expect_error([&] { scatter_add(a, 1, bad, Tensor::zeros({1, 2})); }, "[scatter_add] index 3 at position 1");
-  expect_error([&] { scatter_add(a, 1, ok, Tensor::zeros({2, 1})); }, "[scatter_add] index shape [2, 2] exceeds src shape");
-  expect_error([&] { scatter_add(a, 1, ok, Tensor::zeros({2, 2}, DType::f64)); }, "[scatter_add] x is f32 but src is f64");
-  expect_error([&] { scatter_add(Tensor::zeros({2, 3}, DType::i64), 1, ok, ok); }, "[scatter_add] x must be f32 or f64");
+  expect_error(
+      [&] {
+        scatter_add(a, 1, ok, Tensor::zeros({2, 1}));
+      },
+      "[scatter_add] index shape [2, 2] exceeds src shape");
+  expect_error(
+      [&] {
+        scatter_add(a, 1, ok, Tensor::zeros({2, 2}, DType::f64));
+      },
+      "[scatter_add] x is f32 but src is f64");
+  expect_error(
+      [&] {
+        scatter_add(Tensor::zeros({2, 3}, DType::i64), 1, ok, ok);
+      },
+      "[scatter_add] x must be f32 or f64");
 }
 
 }  // namespace

@@ -63,9 +63,9 @@ TEST(CrossEntropy, HandCheckedWithIgnoreIndex) {
       EXPECT_NEAR(cross_entropy(logits, Tensor::from_vector(std::vector<int64_t>{2, 0}, {2})).item(),
                   (0.40760596444437967 + std::log(3.0)) / 2, tol);
       // Custom ignore_index, batched [1, 2, 3] logits with [1, 2] targets.
-      EXPECT_NEAR(cross_entropy(logits.reshape({1, 2, 3}), Tensor::from_vector(std::vector<int64_t>{7, 0}, {1, 2}), 7)
-                      .item(),
-                  std::log(3.0), tol);
+      EXPECT_NEAR(
+          cross_entropy(logits.reshape({1, 2, 3}), Tensor::from_vector(std::vector<int64_t>{7, 0}, {1, 2}), 7).item(),
+          std::log(3.0), tol);
       // Every target ignored: 0/0 = NaN, as PyTorch.
       EXPECT_TRUE(std::isnan(cross_entropy(logits, Tensor::from_vector(std::vector<int64_t>{-100, -100}, {2})).item()));
     }
@@ -112,10 +112,16 @@ TEST(CrossEntropy, GradientOfF32MatchesF64) {
 
 TEST(Softmax, Errors) {
   Tensor logits = Tensor::zeros({2, 5});
-  expect_error([&] { cross_entropy(logits, Tensor::from_vector(std::vector<int64_t>{1, 5}, {2})); },
-               "[cross_entropy] target 5 at position 1 is out of range for 5 classes");
-  expect_error([&] { cross_entropy(logits, Tensor::from_vector(std::vector<int64_t>{-1, 0}, {2})); },
-               "target -1 at position 0 is out of range");
+  expect_error(
+      [&] {
+        cross_entropy(logits, Tensor::from_vector(std::vector<int64_t>{1, 5}, {2}));
+      },
+      "[cross_entropy] target 5 at position 1 is out of range for 5 classes");
+  expect_error(
+      [&] {
+        cross_entropy(logits, Tensor::from_vector(std::vector<int64_t>{-1, 0}, {2}));
+      },
+      "target -1 at position 0 is out of range");
   expect_error([&] { cross_entropy(logits, Tensor::zeros({2}, DType::f32)); }, "[cross_entropy] targets must be i64");
   expect_error([&] { cross_entropy(logits, Tensor::zeros({3}, DType::i64)); },
                "[cross_entropy] targets have shape [3] but logits [2, 5] need targets of shape [2]");

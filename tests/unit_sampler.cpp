@@ -65,14 +65,24 @@ TEST(Sampler, GreedyIsArgMaxLowestIdOnTies) {
 }
 
 TEST(Sampler, TopK) {
-  Sampler s([] { auto p = plain(); p.top_k = 2; return p; }(), 5);
+  Sampler s(
+      [] {
+        auto p = plain();
+        p.top_k = 2;
+        return p;
+      }(),
+      5);
   const double e = std::exp(1.0);
   expect_dist(s, {1, 2, 3, 4, 5}, {{4, e / (e + 1)}, {3, 1 / (e + 1)}});
 }
 
 TEST(Sampler, TopPKeepsTheTokenThatCrossesTheThreshold) {
   const auto l = logs({0.125, 0.5, 0.125, 0.25});
-  auto with = [](double top_p) { auto p = plain(); p.top_p = top_p; return p; };
+  auto with = [](double top_p) {
+    auto p = plain();
+    p.top_p = top_p;
+    return p;
+  };
   Sampler a(with(0.45), 4), b(with(0.55), 4), c(with(0.8), 4), off(with(1.0), 4), zero(with(0.0), 4);
   expect_dist(a, l, {{1, 1.0}});
   expect_dist(b, l, {{1, 2.0 / 3}, {3, 1.0 / 3}});
@@ -83,7 +93,12 @@ TEST(Sampler, TopPKeepsTheTokenThatCrossesTheThreshold) {
 
 TEST(Sampler, MinPIsRelativeToTheTopProbabilityBeforeTemperature) {
   const auto l = logs({0.5, 0.25, 0.125, 0.125});
-  auto with = [](double min_p, double t) { auto p = plain(); p.min_p = min_p; p.temperature = t; return p; };
+  auto with = [](double min_p, double t) {
+    auto p = plain();
+    p.min_p = min_p;
+    p.temperature = t;
+    return p;
+  };
   Sampler a(with(0.3, 1), 4), b(with(0.2, 1), 4), c(with(0.6, 1), 4), hot(with(0.3, 2), 4);
   expect_dist(a, l, {{0, 2.0 / 3}, {1, 1.0 / 3}});
   expect_dist(b, l, {{0, 0.5}, {1, 0.25}, {2, 0.125}, {3, 0.125}});
@@ -94,14 +109,24 @@ TEST(Sampler, MinPIsRelativeToTheTopProbabilityBeforeTemperature) {
 }
 
 TEST(Sampler, Temperature) {
-  auto with = [](double t) { auto p = plain(); p.temperature = t; return p; };
+  auto with = [](double t) {
+    auto p = plain();
+    p.temperature = t;
+    return p;
+  };
   Sampler s(with(0.5), 2);
   expect_dist(s, {0.f, float(std::log(3.0))}, {{1, 0.9}, {0, 0.1}});  // p ∝ exp(2l): 1 : 9
 }
 
 TEST(Sampler, OrderIsTopKThenTemperatureThenTopP) {
   const auto l = logs({0.6, 0.3, 0.1, 1e-3});
-  auto with = [](double t) { auto p = plain(); p.top_k = 3; p.top_p = 0.7; p.temperature = t; return p; };
+  auto with = [](double t) {
+    auto p = plain();
+    p.top_k = 3;
+    p.top_p = 0.7;
+    p.temperature = t;
+    return p;
+  };
   Sampler cool(with(1.0), 4), sharp(with(0.25), 4);
   // t = 1: top-k keeps 3 ids (mass 0.999); top-p 0.7 then keeps 0.6 and 0.3.
   expect_dist(cool, l, {{0, 0.6 / 0.9}, {1, 0.3 / 0.9}});
@@ -119,11 +144,11 @@ TEST(Sampler, RepetitionPenaltyCtrlStyleOverTheLastN) {
   const auto& d = s.distribution(l.data(), 4);
   std::vector<float> got(4);
   for (const auto& c : d) got[size_t(c.id)] = c.logit;
-  EXPECT_FLOAT_EQ(got[0], 2.f);    // outside the window
-  EXPECT_FLOAT_EQ(got[1], -4.f);   // negative: multiplied, once although seen twice
-  EXPECT_FLOAT_EQ(got[2], 0.5f);   // positive: divided
-  EXPECT_FLOAT_EQ(got[3], 0.5f);   // never seen
-  p.repeat_last_n = -1;            // the whole history
+  EXPECT_FLOAT_EQ(got[0], 2.f);   // outside the window
+  EXPECT_FLOAT_EQ(got[1], -4.f);  // negative: multiplied, once although seen twice
+  EXPECT_FLOAT_EQ(got[2], 0.5f);  // positive: divided
+  EXPECT_FLOAT_EQ(got[3], 0.5f);  // never seen
+  p.repeat_last_n = -1;           // the whole history
   Sampler all(p, 4);
   for (int t : {0, 1, 1, 2}) all.accept(t);
   p.temperature = 0;
@@ -219,10 +244,15 @@ TEST(TextStream, HoldsIncompleteUtf8) {
   TextStream t;
   EXPECT_EQ(t.push("a\xE2\x82"), "a");
   EXPECT_EQ(t.push("\xAC!"), "\xE2\x82\xAC!");  // €
-  EXPECT_EQ(t.push("\xFF" "b"), "\xEF\xBF\xBD" "b");  // an invalid byte becomes U+FFFD at once
+  EXPECT_EQ(t.push("\xFF"
+                   "b"),
+            "\xEF\xBF\xBD"
+            "b");  // an invalid byte becomes U+FFFD at once
   EXPECT_EQ(t.push("\xF0\x9F"), "");
   EXPECT_EQ(t.flush(), "\xEF\xBF\xBD");  // a truncated sequence at the end: one U+FFFD
-  EXPECT_EQ(t.text(), "a\xE2\x82\xAC!\xEF\xBF\xBD" "b\xEF\xBF\xBD");
+  EXPECT_EQ(t.text(),
+            "a\xE2\x82\xAC!\xEF\xBF\xBD"
+            "b\xEF\xBF\xBD");
 }
 
 TEST(TextStream, StopStrings) {

@@ -65,7 +65,7 @@ TEST(Tensor, DTypeConversions) {
   }
   EXPECT_EQ(f.to(DType::i64).to_vector_i64()[2], -2);
   EXPECT_EQ(f16_to_f32(f32_to_f16(1e-7f)), f16_to_f32(f32_to_f16(1e-7f)));  // subnormal path stable
-  EXPECT_EQ(f16_to_f32(0x0001), std::ldexp(1.0f, -24));                       // smallest subnormal
+  EXPECT_EQ(f16_to_f32(0x0001), std::ldexp(1.0f, -24));                     // smallest subnormal
   EXPECT_EQ(f32_to_bf16(1.0f), 0x3f80);
 }
 

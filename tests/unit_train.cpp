@@ -41,11 +41,13 @@ TEST(Train, ResumeIsBitIdentical) {
   ASSERT_EQ(wa.names(), wb.names());
   for (const auto& n : wa.names()) EXPECT_EQ(wa.get(n).to_vector_f32(), wb.get(n).to_vector_f32()) << n;
   // And the run actually trained: weights moved from their initialisation.
-  auto init = Model::create([&] {
-    ModelConfig c = tiny_config(a, data).model;
-    c.vocab_size = c.vocab_size_real = 256;
-    return c;
-  }(), 1234);
+  auto init = Model::create(
+      [&] {
+        ModelConfig c = tiny_config(a, data).model;
+        c.vocab_size = c.vocab_size_real = 256;
+        return c;
+      }(),
+      1234);
   bool moved = false;
   for (auto& [n, p] : init->named_parameters()) moved |= p.to_vector_f32() != wa.get(n).to_vector_f32();
   EXPECT_TRUE(moved);
@@ -194,9 +196,9 @@ TEST(Optim, ClipAndSchedule) {
   double n = train::clip_grad_norm({{"w", p}}, 3.0);
   EXPECT_NEAR(n, 6.0, 1e-9);
   EXPECT_NEAR(p.grad().to_vector_f32()[0], 1.5, 1e-5);
-  EXPECT_NEAR(train::cosine_lr(0, 10, 100, 1.0, 0.1), 0.1, 1e-12);     // warmup starts at max/warmup
-  EXPECT_NEAR(train::cosine_lr(9, 10, 100, 1.0, 0.1), 1.0, 1e-12);     // warmup ends at max
-  EXPECT_NEAR(train::cosine_lr(55, 10, 100, 1.0, 0.1), 0.55, 1e-12);   // halfway: the mean
-  EXPECT_NEAR(train::cosine_lr(100, 10, 100, 1.0, 0.1), 0.1, 1e-12);   // end: min
+  EXPECT_NEAR(train::cosine_lr(0, 10, 100, 1.0, 0.1), 0.1, 1e-12);    // warmup starts at max/warmup
+  EXPECT_NEAR(train::cosine_lr(9, 10, 100, 1.0, 0.1), 1.0, 1e-12);    // warmup ends at max
+  EXPECT_NEAR(train::cosine_lr(55, 10, 100, 1.0, 0.1), 0.55, 1e-12);  // halfway: the mean
+  EXPECT_NEAR(train::cosine_lr(100, 10, 100, 1.0, 0.1), 0.1, 1e-12);  // end: min
 }
 }  // namespace

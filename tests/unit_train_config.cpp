@@ -126,7 +126,8 @@ class TrainConfigCli : public ::testing::Test {
     return path(n);
   }
   Cmd ssm(const std::string& args) const {
-    std::string cmd = std::string(SSM_BINARY_DIR) + "/ssm -t 1 " + args + " > " + path("out.txt") + " 2> " + path("err.txt");
+    std::string cmd =
+        std::string(SSM_BINARY_DIR) + "/ssm -t 1 " + args + " > " + path("out.txt") + " 2> " + path("err.txt");
     int st = std::system(cmd.c_str());
     return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, slurp(path("err.txt")), slurp(path("out.txt"))};
   }
@@ -228,7 +229,8 @@ TEST_F(TrainConfigCli, TheRecipeConfigIsValid) {
   // --help lists every table and key (generated from the options) and shows the example.
   r = ssm("train --help");
   EXPECT_EQ(r.code, 0);
-  EXPECT_NE(r.out.find("[model] model_config init arch d_model n_layer d_state expand headdim chunk\n"), std::string::npos)
+  EXPECT_NE(r.out.find("[model] model_config init arch d_model n_layer d_state expand headdim chunk\n"),
+            std::string::npos)
       << r.out;
   EXPECT_NE(r.out.find("[eval] eval_every eval_batches sample_every sample_len sample_prompt sample_temp\n"),
             std::string::npos);

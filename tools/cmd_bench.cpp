@@ -65,7 +65,8 @@ double measure_bandwidth_gbs() {
     ssm::parallel_for(int64_t(n), 1 << 20, [&](int64_t b, int64_t e) {
       float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
       int64_t i = b;
-      for (; i + 4 <= e; i += 4) s0 += buf[size_t(i)], s1 += buf[size_t(i + 1)], s2 += buf[size_t(i + 2)], s3 += buf[size_t(i + 3)];
+      for (; i + 4 <= e; i += 4)
+        s0 += buf[size_t(i)], s1 += buf[size_t(i + 1)], s2 += buf[size_t(i + 2)], s3 += buf[size_t(i + 3)];
       for (; i < e; ++i) s0 += buf[size_t(i)];
       partial[size_t(b * int64_t(partial.size()) / int64_t(n))] += s0 + s1 + s2 + s3;
     });
@@ -166,7 +167,7 @@ ssm::tools::Command cmd{
             if (gpu) ssm::cuda_synchronize();
             auto t0 = Clock::now();
             for (int64_t k = 0; k < o->n_gen; ++k) {
-              model->step(tg_ids, st);  // the fused decode step
+              model->step(tg_ids, st);           // the fused decode step
               if (gpu) ssm::cuda_synchronize();  // each step waits for the GPU, as a sampler would
             }
             double s = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -191,8 +192,14 @@ ssm::tools::Command cmd{
           j["bandwidth_gbs"] = bw;
           j["peak_rss_mib"] = rss_mib;
           j["decode_bound_ts"] = bound;
-          if (!pp.empty()) j["pp"] = {{"n", o->n_prompt}, {"avg_ts", stats(pp).mean}, {"stddev_ts", stats(pp).sd}, {"samples_ts", pp}};
-          if (!tg.empty()) j["tg"] = {{"n", o->n_gen}, {"batch", TB}, {"avg_ts", stats(tg).mean}, {"stddev_ts", stats(tg).sd}, {"samples_ts", tg}};
+          if (!pp.empty())
+            j["pp"] = {{"n", o->n_prompt}, {"avg_ts", stats(pp).mean}, {"stddev_ts", stats(pp).sd}, {"samples_ts", pp}};
+          if (!tg.empty())
+            j["tg"] = {{"n", o->n_gen},
+                       {"batch", TB},
+                       {"avg_ts", stats(tg).mean},
+                       {"stddev_ts", stats(tg).sd},
+                       {"samples_ts", tg}};
           std::printf("%s\n", j.dump(2).c_str());
           return 0;
         }
@@ -201,21 +208,23 @@ ssm::tools::Command cmd{
           Stat s = stats(v);
           std::printf("| %s | %.1f MiB | %.1f M | %s | %d | %s%lld | %.2f ± %.2f |\n", name.c_str(),
                       double(model->weight_bytes()) / (1 << 20), double(model->num_parameters()) / 1e6,
-                      (std::string(ssm::dtype_name(wd)) + (gpu ? " cuda" : "")).c_str(), ssm::num_threads(), test, static_cast<long long>(n),
-                      s.mean, s.sd);
+                      (std::string(ssm::dtype_name(wd)) + (gpu ? " cuda" : "")).c_str(), ssm::num_threads(), test,
+                      static_cast<long long>(n), s.mean, s.sd);
         };
         if (!pp.empty()) row("pp", o->n_prompt, pp);
         if (!tg.empty()) row(TB > 1 ? ("B=" + std::to_string(TB) + " tg").c_str() : "tg", o->n_gen, tg);
         if (gpu) {
-          std::printf("\non %s: weights and activations in %s; each decode step reads %.1f MiB of weights (the "
-                      "GPU's memory bandwidth divided by this bounds tg at batch 1)\n",
-                      ssm::device_name(dev), ssm::dtype_name(wd), bytes_tok / (1 << 20));
+          std::printf(
+              "\non %s: weights and activations in %s; each decode step reads %.1f MiB of weights (the "
+              "GPU's memory bandwidth divided by this bounds tg at batch 1)\n",
+              ssm::device_name(dev), ssm::dtype_name(wd), bytes_tok / (1 << 20));
           return 0;
         }
-        std::printf("\nmemory read bandwidth %.1f GB/s; decode bound %.1f t/s (%.1f MiB of weights per token)",
-                    bw, bound, bytes_tok / (1 << 20));
+        std::printf("\nmemory read bandwidth %.1f GB/s; decode bound %.1f t/s (%.1f MiB of weights per token)", bw,
+                    bound, bytes_tok / (1 << 20));
         if (!tg.empty()) std::printf("; tg reaches %.0f%% of it", 100 * stats(tg).mean / bound);
-        std::printf("\nrecurrent state per sequence: %.2f MiB\n", double(model->state_bytes_per_sequence()) / (1 << 20));
+        std::printf("\nrecurrent state per sequence: %.2f MiB\n",
+                    double(model->state_bytes_per_sequence()) / (1 << 20));
         std::printf("peak RSS %.0f MiB (weights, pp and tg; with -p 0 it is decode alone)\n", rss_mib);
         return 0;
       };

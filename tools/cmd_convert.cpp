@@ -88,7 +88,8 @@ int run(const Opts& o) {
       ++copied;
     }
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  std::fprintf(stderr, "convert: wrote %zu tensors (%.2f MiB, %s matrices) as %s to %s (+%d tokenizer files) in %.0f ms\n",
+  std::fprintf(stderr,
+               "convert: wrote %zu tensors (%.2f MiB, %s matrices) as %s to %s (+%d tokenizer files) in %.0f ms\n",
                tensors.size(), double(bytes) / 1048576.0, dtype_name(lo.weight_dtype), o.format.c_str(), o.out.c_str(),
                copied, ms);
   if (!o.no_verify) {
@@ -105,8 +106,9 @@ tools::Command cmd{"convert", "Rewrite a model as config.json + model.safetensor
                      auto o = std::make_shared<Opts>();
                      app.add_option("-m,--model", o->model, "source model directory");
                      app.add_option("-o,--out", o->out, "output directory (created)");
-                     app.add_option("--dtype", o->dtype, "storage of the large matrices: f32, bf16 or f16 (A, D, "
-                                                         "norms, conv, dt stay f32)")
+                     app.add_option("--dtype", o->dtype,
+                                    "storage of the large matrices: f32, bf16 or f16 (A, D, "
+                                    "norms, conv, dt stay f32)")
                          ->default_str("f32");
                      app.add_option("--format", o->format, "hf (Hugging Face names) or mamba_ssm")->default_str("hf");
                      app.add_flag("--no-verify", o->no_verify, "skip loading the copy back and comparing logits");

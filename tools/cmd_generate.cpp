@@ -56,7 +56,8 @@ DefaultModel default_model() {
   c.dt_rank = (c.d_model + 15) / 16;
   std::fprintf(stderr,
                "note: no model given (-m DIR) and this build has no embedded model: using a small Mamba with "
-               "RANDOM weights (d_model %" PRId64 ", %" PRId64 " layers, byte-level tokenizer), so the text below "
+               "RANDOM weights (d_model %" PRId64 ", %" PRId64
+               " layers, byte-level tokenizer), so the text below "
                "is noise. Pass -m DIR to run a real checkpoint.\n",
                c.d_model, c.n_layer);
   return {Model::create(c, 1234), Tokenizer::byte_level(), "Once upon a time"};
@@ -92,10 +93,12 @@ void print_timings(double load_ms, const GenerateTimings& t, double total_ms) {
                " tokens (%8.2f ms per token, %8.2f tokens per second)\n",
                t.prompt_ms, t.prompt_tokens, per(t.prompt_ms, t.prompt_tokens), rate(t.prompt_ms, t.prompt_tokens));
   std::fprintf(stderr,
-               "ssm_perf:        eval time = %10.2f ms / %5" PRId64 " runs   (%8.2f ms per token, %8.2f tokens per second)\n",
+               "ssm_perf:        eval time = %10.2f ms / %5" PRId64
+               " runs   (%8.2f ms per token, %8.2f tokens per second)\n",
                t.eval_ms, t.eval_runs, per(t.eval_ms, t.eval_tokens), rate(t.eval_ms, t.eval_tokens));
   std::fprintf(stderr,
-               "ssm_perf:    sampling time = %10.2f ms / %5" PRId64 " runs   (%8.2f ms per token, %8.2f tokens per second)\n",
+               "ssm_perf:    sampling time = %10.2f ms / %5" PRId64
+               " runs   (%8.2f ms per token, %8.2f tokens per second)\n",
                t.sample_ms, t.sampled, per(t.sample_ms, t.sampled), rate(t.sample_ms, t.sampled));
   std::fprintf(stderr, "ssm_perf:       total time = %10.2f ms / %5" PRId64 " tokens\n", total_ms,
                t.prompt_tokens + t.sampled);
@@ -177,15 +180,18 @@ int run(const Opts& o) {
 
   const bool stream = prompts.size() == 1;
   if (stream && !o.no_display_prompt) {
-    if (tok) std::fputs(tok->decode(prompts[0]).c_str(), stdout);
+    if (tok)
+      std::fputs(tok->decode(prompts[0]).c_str(), stdout);
     else
       for (int32_t t : prompts[0]) std::printf("%d ", t);
     std::fflush(stdout);
   }
   auto on_token = [&](const TokenEvent& ev) {
     if (!stream) return;
-    if (tok) std::fputs(ev.text.c_str(), stdout);
-    else std::printf("%d%s", ev.token, ev.last ? "" : " ");
+    if (tok)
+      std::fputs(ev.text.c_str(), stdout);
+    else
+      std::printf("%d%s", ev.token, ev.last ? "" : " ");
     std::fflush(stdout);
   };
   GenerateResult res = gen.generate(prompts, go, on_token);
@@ -194,7 +200,8 @@ int run(const Opts& o) {
   } else {
     for (size_t i = 0; i < prompts.size(); ++i) {
       std::printf("--- sequence %zu (%s) ---\n", i, res.finish[i].c_str());
-      if (tok) std::printf("%s%s\n", o.no_display_prompt ? "" : tok->decode(prompts[i]).c_str(), res.text[i].c_str());
+      if (tok)
+        std::printf("%s%s\n", o.no_display_prompt ? "" : tok->decode(prompts[i]).c_str(), res.text[i].c_str());
       else {
         for (int32_t t : res.tokens[i]) std::printf("%d ", t);
         std::printf("\n");
@@ -213,41 +220,46 @@ int run(const Opts& o) {
   return 0;
 }
 
-tools::Command cmd{"generate", "Generate text from a prompt (the default job)", [](CLI::App& app) {
-  auto o = std::make_shared<Opts>();
-  app.add_option("-m,--model", o->model, "model directory (config.json + weights); none: a random-weight demo model");
-  o->prompt_opt = app.add_option("-p,--prompt", o->prompt, "prompt text");
-  app.add_option("-f,--file", o->file, "read the prompt from a file");
-  app.add_option("--input-ids", o->input_ids, "prompt as token ids: safetensors with input_ids int64 [B, L]");
-  app.add_option("--output-ids", o->output_ids, "write prompt + generated ids: output_ids int64 [B, L+N]");
-  app.add_option("-n,--n-predict", o->n_predict, "tokens to generate; -1 = until end of text")->default_str("128");
-  app.add_option("--temp", o->temp, "temperature; 0 = greedy")->default_str("0.8");
-  app.add_option("--top-k", o->top_k, "keep the K most likely tokens; 0 = all, 1 = greedy")->default_str("40");
-  app.add_option("--top-p", o->top_p, "nucleus: smallest set with this much probability; 1 = off")->default_str("0.95");
-  app.add_option("--min-p", o->min_p, "drop tokens below P x the top probability; 0 = off")->default_str("0.05");
-  app.add_option("--repeat-penalty", o->repeat_penalty, "CTRL repetition penalty; 1 = off")->default_str("1.0");
-  app.add_option("--repeat-last-n", o->repeat_last_n, "tokens of history penalised; -1 = all")->default_str("64");
-  app.add_option("-s,--seed", o->seed, "random seed; -1 = random")->default_str("-1");
-  app.add_option("--stop", o->stop, "stop when this text is generated (repeatable)");
-  app.add_option("--parallel", o->parallel, "generate N continuations of the prompt as one batch")->default_str("1");
-  app.add_option("--tokenizer", o->tokenizer, "tokenizer.json (default: the one in the model directory)");
-  app.add_option("--dtype", o->dtype, "weight storage: f32, bf16 or f16")->default_str("f32");
-  app.add_option("--device", o->device, "cpu, or cuda (Mamba-1/2/3, Falcon-Mamba; activations in --dtype)")->default_str("cpu");
-  app.add_option("-c,--ctx-size", o->ctx, "accepted for llama.cpp compatibility; SSMs have no context limit");
-  app.add_flag("--ignore-eos", o->ignore_eos, "keep generating past the end-of-text token");
-  app.add_flag("--no-display-prompt", o->no_display_prompt, "print only the generated text");
-  app.footer(
-      "Text goes to stdout as it is generated; the timing summary goes to stderr.\n"
-      "Without a tokenizer (--input-ids on a model directory with no tokenizer.json) ids are printed.\n\n"
-      "Examples:\n"
-      "  ssm generate -m mamba-130m -p \"The meaning of life is\" -n 64\n"
-      "  ssm generate -m mamba-130m -f prompt.txt --temp 0 -n 200          # greedy\n"
-      "  ssm generate -m mamba-130m -p \"Once\" --top-k 0 --top-p 0.9 --seed 42\n"
-      "  ssm generate -m DIR --tokenizer gpt-neox-20b/tokenizer.json -p \"Hi\"\n"
-      "  ssm generate -m DIR --input-ids in.safetensors --output-ids out.safetensors --temp 0 -n 16\n"
-      "  ssm generate -m mamba-130m -p \"Once\" --parallel 4 -n 32              # 4 samples, one batch\n"
-      "  ssm                                                           # demo: random-weight model\n");
-  return [o] { return run(*o); };
-}};
+tools::Command cmd{
+    "generate", "Generate text from a prompt (the default job)", [](CLI::App& app) {
+      auto o = std::make_shared<Opts>();
+      app.add_option("-m,--model", o->model,
+                     "model directory (config.json + weights); none: a random-weight demo model");
+      o->prompt_opt = app.add_option("-p,--prompt", o->prompt, "prompt text");
+      app.add_option("-f,--file", o->file, "read the prompt from a file");
+      app.add_option("--input-ids", o->input_ids, "prompt as token ids: safetensors with input_ids int64 [B, L]");
+      app.add_option("--output-ids", o->output_ids, "write prompt + generated ids: output_ids int64 [B, L+N]");
+      app.add_option("-n,--n-predict", o->n_predict, "tokens to generate; -1 = until end of text")->default_str("128");
+      app.add_option("--temp", o->temp, "temperature; 0 = greedy")->default_str("0.8");
+      app.add_option("--top-k", o->top_k, "keep the K most likely tokens; 0 = all, 1 = greedy")->default_str("40");
+      app.add_option("--top-p", o->top_p, "nucleus: smallest set with this much probability; 1 = off")
+          ->default_str("0.95");
+      app.add_option("--min-p", o->min_p, "drop tokens below P x the top probability; 0 = off")->default_str("0.05");
+      app.add_option("--repeat-penalty", o->repeat_penalty, "CTRL repetition penalty; 1 = off")->default_str("1.0");
+      app.add_option("--repeat-last-n", o->repeat_last_n, "tokens of history penalised; -1 = all")->default_str("64");
+      app.add_option("-s,--seed", o->seed, "random seed; -1 = random")->default_str("-1");
+      app.add_option("--stop", o->stop, "stop when this text is generated (repeatable)");
+      app.add_option("--parallel", o->parallel, "generate N continuations of the prompt as one batch")
+          ->default_str("1");
+      app.add_option("--tokenizer", o->tokenizer, "tokenizer.json (default: the one in the model directory)");
+      app.add_option("--dtype", o->dtype, "weight storage: f32, bf16 or f16")->default_str("f32");
+      app.add_option("--device", o->device, "cpu, or cuda (Mamba-1/2/3, Falcon-Mamba; activations in --dtype)")
+          ->default_str("cpu");
+      app.add_option("-c,--ctx-size", o->ctx, "accepted for llama.cpp compatibility; SSMs have no context limit");
+      app.add_flag("--ignore-eos", o->ignore_eos, "keep generating past the end-of-text token");
+      app.add_flag("--no-display-prompt", o->no_display_prompt, "print only the generated text");
+      app.footer(
+          "Text goes to stdout as it is generated; the timing summary goes to stderr.\n"
+          "Without a tokenizer (--input-ids on a model directory with no tokenizer.json) ids are printed.\n\n"
+          "Examples:\n"
+          "  ssm generate -m mamba-130m -p \"The meaning of life is\" -n 64\n"
+          "  ssm generate -m mamba-130m -f prompt.txt --temp 0 -n 200          # greedy\n"
+          "  ssm generate -m mamba-130m -p \"Once\" --top-k 0 --top-p 0.9 --seed 42\n"
+          "  ssm generate -m DIR --tokenizer gpt-neox-20b/tokenizer.json -p \"Hi\"\n"
+          "  ssm generate -m DIR --input-ids in.safetensors --output-ids out.safetensors --temp 0 -n 16\n"
+          "  ssm generate -m mamba-130m -p \"Once\" --parallel 4 -n 32              # 4 samples, one batch\n"
+          "  ssm                                                           # demo: random-weight model\n");
+      return [o] { return run(*o); };
+    }};
 
 }  // namespace

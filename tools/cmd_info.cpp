@@ -39,7 +39,8 @@ int run(const Opts& o) {
     e.second += t.nbytes();
   }
   std::unique_ptr<Tokenizer> tok;
-  if (tokenizer_available(o.model, o.tokenizer)) tok = std::make_unique<Tokenizer>(load_tokenizer(o.model, o.tokenizer));
+  if (tokenizer_available(o.model, o.tokenizer))
+    tok = std::make_unique<Tokenizer>(load_tokenizer(o.model, o.tokenizer));
   const int64_t params = model->num_parameters();
   const size_t wbytes = model->weight_bytes(), sbytes = model->state_bytes_per_sequence();
 
@@ -79,20 +80,19 @@ int run(const Opts& o) {
   return 0;
 }
 
-tools::Command cmd{"info", "Describe a model: architecture, parameters, dtypes, weight and state memory",
-                   [](CLI::App& app) {
-                     auto o = std::make_shared<Opts>();
-                     app.add_option("-m,--model", o->model, "model directory");
-                     app.add_option("--tokenizer", o->tokenizer, "tokenizer.json (default: the model directory's)");
-                     app.add_option("--dtype", o->dtype, "weight storage to load as: f32, bf16 or f16")
-                         ->default_str("f32");
-                     app.add_flag("--json", o->json, "print one JSON object");
-                     app.footer(
-                         "Examples:\n"
-                         "  ssm info -m mamba-130m\n"
-                         "  ssm info -m mamba-130m --dtype bf16     # memory with bf16 matrices\n"
-                         "  ssm info -m mamba-130m --json\n");
-                     return [o] { return run(*o); };
-                   }};
+tools::Command cmd{
+    "info", "Describe a model: architecture, parameters, dtypes, weight and state memory", [](CLI::App& app) {
+      auto o = std::make_shared<Opts>();
+      app.add_option("-m,--model", o->model, "model directory");
+      app.add_option("--tokenizer", o->tokenizer, "tokenizer.json (default: the model directory's)");
+      app.add_option("--dtype", o->dtype, "weight storage to load as: f32, bf16 or f16")->default_str("f32");
+      app.add_flag("--json", o->json, "print one JSON object");
+      app.footer(
+          "Examples:\n"
+          "  ssm info -m mamba-130m\n"
+          "  ssm info -m mamba-130m --dtype bf16     # memory with bf16 matrices\n"
+          "  ssm info -m mamba-130m --json\n");
+      return [o] { return run(*o); };
+    }};
 
 }  // namespace

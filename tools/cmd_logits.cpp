@@ -51,22 +51,25 @@ int run(const Opts& o) {
   return 0;
 }
 
-tools::Command cmd{"logits", "Write the logits of token ids or a text to a safetensors file", [](CLI::App& app) {
-  auto o = std::make_shared<Opts>();
-  app.add_option("-m,--model", o->model, "model directory");
-  app.add_option("--input-ids", o->input_ids, "safetensors with input_ids int64 [B, L]");
-  app.add_option("-p,--prompt", o->prompt, "text instead of ids (needs a tokenizer)");
-  app.add_option("-o,--out", o->out, "output file: logits f32 [B, L, V] and input_ids int64 [B, L]");
-  app.add_option("--last-n", o->last_n, "only the last N positions (0 = all)")->default_str("0");
-  app.add_option("--tokenizer", o->tokenizer, "tokenizer.json (default: the one in the model directory)");
-  app.add_option("--dtype", o->dtype, "weight storage: f32, bf16 or f16")->default_str("f32");
-  app.add_option("--device", o->device, "cpu, or cuda (Mamba-1/2/3, Falcon-Mamba; activations in --dtype)")->default_str("cpu");
-  app.footer(
-      "Examples:\n"
-      "  ssm logits -m mamba-130m --input-ids ids.safetensors --out logits.safetensors\n"
-      "  ssm logits -m mamba-130m -p \"Hello world\" --out logits.safetensors --last-n 1\n"
-      "  python3 -c \"from safetensors.numpy import load_file; print(load_file('logits.safetensors')['logits'].shape)\"\n");
-  return [o] { return run(*o); };
-}};
+tools::Command cmd{
+    "logits", "Write the logits of token ids or a text to a safetensors file", [](CLI::App& app) {
+      auto o = std::make_shared<Opts>();
+      app.add_option("-m,--model", o->model, "model directory");
+      app.add_option("--input-ids", o->input_ids, "safetensors with input_ids int64 [B, L]");
+      app.add_option("-p,--prompt", o->prompt, "text instead of ids (needs a tokenizer)");
+      app.add_option("-o,--out", o->out, "output file: logits f32 [B, L, V] and input_ids int64 [B, L]");
+      app.add_option("--last-n", o->last_n, "only the last N positions (0 = all)")->default_str("0");
+      app.add_option("--tokenizer", o->tokenizer, "tokenizer.json (default: the one in the model directory)");
+      app.add_option("--dtype", o->dtype, "weight storage: f32, bf16 or f16")->default_str("f32");
+      app.add_option("--device", o->device, "cpu, or cuda (Mamba-1/2/3, Falcon-Mamba; activations in --dtype)")
+          ->default_str("cpu");
+      app.footer(
+          "Examples:\n"
+          "  ssm logits -m mamba-130m --input-ids ids.safetensors --out logits.safetensors\n"
+          "  ssm logits -m mamba-130m -p \"Hello world\" --out logits.safetensors --last-n 1\n"
+          "  python3 -c \"from safetensors.numpy import load_file; "
+          "print(load_file('logits.safetensors')['logits'].shape)\"\n");
+      return [o] { return run(*o); };
+    }};
 
 }  // namespace

@@ -70,14 +70,15 @@ int run_text(const Opts& o, const Model& model, const Tokenizer& tok) {
   autograd::NoGradGuard no_grad;
   InferenceState state = model.new_state(1);
   std::vector<float> prev_last;  // [V] logits of the previous chunk's last position (carry_state)
-  double sum = 0, sum2 = 0;  // of the per-token negative log-likelihoods
+  double sum = 0, sum2 = 0;      // of the per-token negative log-likelihoods
   int64_t count = 0;
   const auto t0 = Clock::now();
   for (int64_t c = 0; c < n_chunks; ++c) {
     const int64_t b = c * ctx, e = std::min(n_tok, b + ctx), L = e - b;
     std::vector<int64_t> chunk(ids.begin() + b, ids.begin() + e);
     if (!o.carry_state) state = model.new_state(1);
-    Tensor lg = model.forward(Tensor::from_vector(chunk, {1, L}), &state, 0).to(Device::cpu).contiguous();  // [1, L, V] f32
+    Tensor lg =
+        model.forward(Tensor::from_vector(chunk, {1, L}), &state, 0).to(Device::cpu).contiguous();  // [1, L, V] f32
     const float* p = lg.data<float>();
     auto score = [&](const float* row, int32_t target) {
       double nll = -log_prob(row, V, target);
@@ -142,7 +143,8 @@ int run_lambada(const Opts& o, const Model& model, const Tokenizer& tok, int64_t
     std::vector<int64_t> in(ctx.begin(), ctx.end());
     in.insert(in.end(), cont.begin(), cont.end() - 1);
     const int64_t L = int64_t(in.size()), T = int64_t(cont.size());
-    Tensor lg = model.forward(Tensor::from_vector(in, {1, L}), nullptr, T).to(Device::cpu).contiguous();  // [1, T, V] f32
+    Tensor lg =
+        model.forward(Tensor::from_vector(in, {1, L}), nullptr, T).to(Device::cpu).contiguous();  // [1, T, V] f32
     const float* p = lg.data<float>();
     bool greedy_ok = true;
     for (int64_t j = 0; j < T; ++j) {
@@ -155,7 +157,8 @@ int run_lambada(const Opts& o, const Model& model, const Tokenizer& tok, int64_t
     }
     correct += greedy_ok;
     ++n;
-    if ((d + 1) % 10 == 0 || d + 1 == texts.size()) progress("lambada: document", int64_t(d + 1), int64_t(texts.size()), t0);
+    if ((d + 1) % 10 == 0 || d + 1 == texts.size())
+      progress("lambada: document", int64_t(d + 1), int64_t(texts.size()), t0);
   }
   SSM_CHECK(n > 0, "perplexity", o.lambada + ": no document has a context and a last word");
   if (skipped) std::fprintf(stderr, "lambada: skipped %lld documents without a last word\n", (long long)skipped);
@@ -166,7 +169,8 @@ int run_lambada(const Opts& o, const Model& model, const Tokenizer& tok, int64_t
 
 int run(const Opts& o) {
   SSM_CHECK(!o.model.empty(), "perplexity", "-m/--model DIR is required");
-  SSM_CHECK(o.file.empty() != o.lambada.empty(), "perplexity", "give exactly one of -f TEXT_FILE or --lambada FILE.jsonl");
+  SSM_CHECK(o.file.empty() != o.lambada.empty(), "perplexity",
+            "give exactly one of -f TEXT_FILE or --lambada FILE.jsonl");
   SSM_CHECK(o.ctx >= 2 && o.ctx <= (int64_t(1) << 24), "perplexity", "--ctx must be in [2, 16777216]");
   SSM_CHECK(o.limit >= 0, "perplexity", "--limit must be >= 0 (0 = no limit)");
   LoadOptions lo;
@@ -179,27 +183,30 @@ int run(const Opts& o) {
   return run_text(o, *model, tok);
 }
 
-tools::Command cmd{"perplexity", "Perplexity of a text file, or LAMBADA accuracy", [](CLI::App& app) {
-  auto o = std::make_shared<Opts>();
-  app.add_option("-m,--model", o->model, "model directory");
-  app.add_option("-f,--file", o->file, "text file to score");
-  app.add_option("--lambada", o->lambada, "LAMBADA .jsonl ({\"text\": ...} per line): last-word accuracy and perplexity");
-  app.add_option("-c,--ctx", o->ctx, "tokens per chunk; each chunk starts from an empty state")->default_str("512");
-  app.add_flag("--carry-state", o->carry_state, "carry the recurrent state across chunks (whole-text context)");
-  app.add_option("--limit", o->limit, "score only the first N chunks / documents (0 = all)")->default_str("0");
-  app.add_option("--tokenizer", o->tokenizer, "tokenizer.json (default: the model directory's)");
-  app.add_option("--dtype", o->dtype, "weight storage: f32, bf16 or f16")->default_str("f32");
-  app.add_option("--device", o->device, "cpu, or cuda (Mamba-1/Falcon-Mamba; activations in --dtype)")->default_str("cpu");
-  app.footer(
-      "Text mode prints the running perplexity after each chunk ([1]x,[2]y,...) and\n"
-      "'Final estimate: PPL = X +/- Y'. Every token of a chunk but the first is scored.\n"
-      "LAMBADA mode scores the last word of each text: accuracy = greedy decoding of all its tokens is\n"
-      "exactly right; perplexity = exp(-mean log-likelihood of the word), as lm-eval's lambada_openai.\n\n"
-      "Examples:\n"
-      "  ssm perplexity -m mamba-130m -f wiki.test.raw --ctx 1024\n"
-      "  ssm perplexity -m mamba-130m -f tinyshakespeare.txt --carry-state --ctx 2048\n"
-      "  ssm perplexity -m mamba-130m --lambada lambada_test.jsonl --limit 500\n");
-  return [o] { return run(*o); };
-}};
+tools::Command cmd{
+    "perplexity", "Perplexity of a text file, or LAMBADA accuracy", [](CLI::App& app) {
+      auto o = std::make_shared<Opts>();
+      app.add_option("-m,--model", o->model, "model directory");
+      app.add_option("-f,--file", o->file, "text file to score");
+      app.add_option("--lambada", o->lambada,
+                     "LAMBADA .jsonl ({\"text\": ...} per line): last-word accuracy and perplexity");
+      app.add_option("-c,--ctx", o->ctx, "tokens per chunk; each chunk starts from an empty state")->default_str("512");
+      app.add_flag("--carry-state", o->carry_state, "carry the recurrent state across chunks (whole-text context)");
+      app.add_option("--limit", o->limit, "score only the first N chunks / documents (0 = all)")->default_str("0");
+      app.add_option("--tokenizer", o->tokenizer, "tokenizer.json (default: the model directory's)");
+      app.add_option("--dtype", o->dtype, "weight storage: f32, bf16 or f16")->default_str("f32");
+      app.add_option("--device", o->device, "cpu, or cuda (Mamba-1/Falcon-Mamba; activations in --dtype)")
+          ->default_str("cpu");
+      app.footer(
+          "Text mode prints the running perplexity after each chunk ([1]x,[2]y,...) and\n"
+          "'Final estimate: PPL = X +/- Y'. Every token of a chunk but the first is scored.\n"
+          "LAMBADA mode scores the last word of each text: accuracy = greedy decoding of all its tokens is\n"
+          "exactly right; perplexity = exp(-mean log-likelihood of the word), as lm-eval's lambada_openai.\n\n"
+          "Examples:\n"
+          "  ssm perplexity -m mamba-130m -f wiki.test.raw --ctx 1024\n"
+          "  ssm perplexity -m mamba-130m -f tinyshakespeare.txt --carry-state --ctx 2048\n"
+          "  ssm perplexity -m mamba-130m --lambada lambada_test.jsonl --limit 500\n");
+      return [o] { return run(*o); };
+    }};
 
 }  // namespace

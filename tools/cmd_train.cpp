@@ -117,7 +117,8 @@ ssm::tools::Command train_cmd{
           "  ssm train --data shakespeare.txt -o runs/shakespeare --resume\n"
           "  ssm train --data my.txt --init models/shakespeare-char --lr 3e-4 --steps 200 -o runs/finetune\n"
           "  ssm train --task selective_copying --task-len 256 --n-layer 2 --d-model 64 --lti -o runs/sc-lti\n"
-          "  (the synthetic-task recipes, with their full commands: recipes/induction-heads, recipes/selective-copying)\n"
+          "  (the synthetic-task recipes, with their full commands: recipes/induction-heads, "
+          "recipes/selective-copying)\n"
           "  ssm generate -m runs/shakespeare/model -p 'ROMEO:'\n");
       return [o]() {
         if (!o->config.empty()) o->settings.apply_file(o->config);
@@ -185,7 +186,8 @@ ssm::tools::Command eval_task_cmd{
       auto o = std::make_shared<EvalOpts>();
       app.add_option("-m,--model", o->model, "model directory (the model/ folder written by ssm train)")->required();
       app.add_option("--task", o->task, "induction | selective_copying")->capture_default_str();
-      app.add_option("--len", o->lens, "sequence lengths (several allowed; selective copying: the region before the markers)")
+      app.add_option("--len", o->lens,
+                     "sequence lengths (several allowed; selective copying: the region before the markers)")
           ->capture_default_str();
       app.add_option("--task-vocab", o->vocab, "task vocabulary size")->capture_default_str();
       app.add_option("--task-memorize", o->memorize, "selective copying: tokens to memorize")->capture_default_str();

@@ -62,8 +62,7 @@ struct GradCheckResult {
   double max_abs_err = 0, max_rel_err = 0;
   std::string message;  // names the input and element of the worst error
 };
-GradCheckResult grad_check(const std::function<Tensor(const std::vector<Tensor>&)>& f,
-                           std::vector<Tensor> inputs, double eps = 1e-6, double atol = 1e-7,
-                           double rtol = 1e-5);
+GradCheckResult grad_check(const std::function<Tensor(const std::vector<Tensor>&)>& f, std::vector<Tensor> inputs,
+                           double eps = 1e-6, double atol = 1e-7, double rtol = 1e-5);
 
 }  // namespace ssm::autograd

@@ -17,25 +17,25 @@ class Error : public std::runtime_error {
 [[noreturn]] void fail(const std::string& where, const std::string& what);
 
 // SSM_CHECK(cond, "op", "message " + std::to_string(x)) throws ssm::Error("[op] message ...").
-#define SSM_CHECK(cond, where, what)            \
-  do {                                          \
-    if (!(cond)) ::ssm::fail((where), (what));  \
+#define SSM_CHECK(cond, where, what)           \
+  do {                                         \
+    if (!(cond)) ::ssm::fail((where), (what)); \
   } while (0)
 
 enum class DType : uint8_t { f64, f32, f16, bf16, i64, i32, i8, u8 };
 size_t dtype_size(DType t);
-const char* dtype_name(DType t);          // "f32", ...
-const char* dtype_safetensors_name(DType t);  // "F32", ...
+const char* dtype_name(DType t);                     // "f32", ...
+const char* dtype_safetensors_name(DType t);         // "F32", ...
 DType dtype_from_safetensors(const std::string& s);  // throws on unknown
 bool dtype_is_float(DType t);
 
 enum class Device : uint8_t { cpu, cuda };
 const char* device_name(Device d);
 // GPU queries (src/backend/cuda/device.cu; in a build without CUDA: 0 devices, 0 calls, no-op).
-int cuda_device_count();       // visible CUDA devices
-uint64_t cuda_alloc_calls();   // device allocations requested so far (cached blocks included)
-void cuda_synchronize();       // waits for all queued GPU work
-void cuda_set_device(int i);   // this thread's GPU (0 .. count-1; data-parallel ranks pick LOCAL_RANK)
+int cuda_device_count();         // visible CUDA devices
+uint64_t cuda_alloc_calls();     // device allocations requested so far (cached blocks included)
+void cuda_synchronize();         // waits for all queued GPU work
+void cuda_set_device(int i);     // this thread's GPU (0 .. count-1; data-parallel ranks pick LOCAL_RANK)
 uint64_t cuda_peak_bytes();      // the most device memory held by tensors at once (since start or the last reset)
 uint64_t cuda_reserved_bytes();  // device memory obtained from the driver (tensors + freed blocks kept for reuse)
 void cuda_reset_peak();          // the peak restarts from what tensors hold now

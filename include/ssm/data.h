@@ -12,7 +12,7 @@ namespace ssm::data {
 
 // Token shard file: magic "SSMTOK01", u32 version (1), u32 bytes per id (2 or 4), u64 count, ids.
 void write_shard(const std::string& path, const std::vector<int32_t>& ids);  // atomic
-std::vector<int32_t> read_shard(const std::string& path);                   // validates
+std::vector<int32_t> read_shard(const std::string& path);                    // validates
 
 // Random windows of length L+1 from a token stream; deterministic for a seed, resumable.
 class BatchLoader {

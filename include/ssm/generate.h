@@ -27,21 +27,21 @@ struct GenerateOptions {
 
 // Streaming output: called once per generated token, in order, for each sequence.
 struct TokenEvent {
-  int64_t seq = 0;     // index of the prompt
-  int32_t token = 0;   // the id just generated
-  std::string text;    // text safe to print now (complete UTF-8, not part of a stop string)
-  bool last = false;   // the sequence has stopped (text then also flushes what was held back)
+  int64_t seq = 0;    // index of the prompt
+  int32_t token = 0;  // the id just generated
+  std::string text;   // text safe to print now (complete UTF-8, not part of a stop string)
+  bool last = false;  // the sequence has stopped (text then also flushes what was held back)
 };
 using TokenCallback = std::function<void(const TokenEvent&)>;
 
 struct GenerateTimings {
-  double prompt_ms = 0;     // prefill of all prompts
+  double prompt_ms = 0;  // prefill of all prompts
   int64_t prompt_tokens = 0;
   double eval_ms = 0;       // decode steps (the model's forward), excluding sampling
   int64_t eval_runs = 0;    // decode steps (one step advances every live sequence)
   int64_t eval_tokens = 0;  // tokens consumed by decode steps, summed over sequences
   double sample_ms = 0;
-  int64_t sampled = 0;      // tokens sampled
+  int64_t sampled = 0;  // tokens sampled
   double total_ms = 0;
 };
 

@@ -16,25 +16,25 @@ const char* arch_name(Arch a);
 
 struct ModelConfig {
   Arch arch = Arch::mamba1;
-  bool hf_format = true;        // Hugging Face names (backbone.embeddings) vs mamba_ssm (backbone.embedding)
+  bool hf_format = true;  // Hugging Face names (backbone.embeddings) vs mamba_ssm (backbone.embedding)
   int64_t d_model = 0, n_layer = 0;
   int64_t vocab_size = 0;       // rows of the embedding (padded)
   int64_t vocab_size_real = 0;  // tokens that may be sampled (<= vocab_size)
   int64_t d_state = 16, d_conv = 4, expand = 2, d_inner = 0;
-  int64_t dt_rank = 0;                          // Mamba-1
+  int64_t dt_rank = 0;  // Mamba-1
   // Mamba-1 only. false: the non-selective (LTI) ablation of the Mamba paper (Table 1, "S4" layer):
   // Δ = softplus(dt_bias), B and C are learned [d_inner, d_state] tensors, none depend on the input
   // (no x_proj / dt_proj). Written to config.json as "selective": false.
   bool selective = true;
   int64_t headdim = 64, nheads = 0, ngroups = 1;  // Mamba-2/3
   int64_t chunk_size = 256;
-  bool d_has_hdim = false;                      // Mamba-2: D per channel instead of per head
+  bool d_has_hdim = false;  // Mamba-2: D per channel instead of per head
   bool norm_before_gate = false;
-  bool gated_norm = true;                       // Mamba-2: RMSNormGated before out_proj (ssm_cfg.rmsnorm)
+  bool gated_norm = true;  // Mamba-2: RMSNormGated before out_proj (ssm_cfg.rmsnorm)
   bool rms_norm = true, residual_in_fp32 = true, tie_embeddings = true;
   bool conv_bias = true, proj_bias = false;
   double norm_eps = 1e-5;
-  double mixer_rms_eps = 1e-6;                  // Falcon-Mamba B/C/dt norms
+  double mixer_rms_eps = 1e-6;  // Falcon-Mamba B/C/dt norms
   double dt_min = 0.001, dt_max = 0.1, dt_init_floor = 1e-4;
   double dt_limit_lo = 0.0, dt_limit_hi = 1.0 / 0.0;
   // Mamba-3 SISO
@@ -142,9 +142,9 @@ class Model {
   bool act_dtype_set_ = false;
   Tensor forward_impl(const Tensor& ids, InferenceState* state, int64_t last_n, std::vector<Tensor>* hidden,
                       bool f32_logits) const;
-  Tensor embedding_;                 // [V, d_model]
-  Tensor lm_head_;                   // [V, d_model] (same tensor as embedding_ when tied)
-  Tensor norm_f_, norm_f_bias_;      // [d_model]
+  Tensor embedding_;                      // [V, d_model]
+  Tensor lm_head_;                        // [V, d_model] (same tensor as embedding_ when tied)
+  Tensor norm_f_, norm_f_bias_;           // [d_model]
   std::vector<Tensor> norm_, norm_bias_;  // per layer [d_model]
   // name → parameter (checkpoint names), filled by the architecture at load/create time.
   std::vector<std::pair<std::string, Tensor>> params_;

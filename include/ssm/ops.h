@@ -38,14 +38,14 @@ Tensor sigmoid(const Tensor& x);
 Tensor tanh(const Tensor& x);
 Tensor relu(const Tensor& x);
 Tensor silu(const Tensor& x);
-Tensor gelu(const Tensor& x);                              // exact (erf) form
+Tensor gelu(const Tensor& x);                               // exact (erf) form
 Tensor softplus(const Tensor& x, double threshold = 20.0);  // x where x > threshold
-Tensor clamp(const Tensor& x, double lo, double hi);       // gradient 0 outside [lo, hi]
+Tensor clamp(const Tensor& x, double lo, double hi);        // gradient 0 outside [lo, hi]
 
 // ---- reductions (src/ops/reduce.cpp) -----------------------------------------------------------
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false);  // {} = all
 Tensor mean(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false);
-Tensor amax(const Tensor& x, int64_t dim, bool keepdim = false);  // gradient to the (first) max
+Tensor amax(const Tensor& x, int64_t dim, bool keepdim = false);    // gradient to the (first) max
 Tensor argmax(const Tensor& x, int64_t dim, bool keepdim = false);  // i64, not differentiable
 
 // ---- softmax and losses (src/ops/softmax.cpp) --------------------------------------------------
@@ -57,7 +57,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 // ---- shape ops (src/ops/shape.cpp) --------------------------------------------------------------
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim);  // views
-Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);  // torch.gather; index i64
+Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);                            // torch.gather; index i64
 // out = x with out[... index[i] ...] += src[i] along dim (torch.scatter_add, not in place).
 Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src);
 // Tensor::to(dtype) is the cast op (differentiable between float dtypes).

@@ -59,16 +59,16 @@ class Sampler {
   // Fills cand_ with the kept ids and their probabilities (sum 1); most probable first when
   // `sorted` (or top-p is on), else in an unspecified but deterministic order.
   void filter(const float* logits, int64_t n, bool sorted);
-  double uniform();                               // [0, 1), 53 bits
+  double uniform();  // [0, 1), 53 bits
 
   SamplerParams p_;
   int64_t vocab_;
   std::mt19937_64 rng_;
-  std::vector<float> work_;      // [vocab_real] penalised logits
-  std::vector<Candidate> cand_;  // [<= vocab_real] kept candidates
-  std::vector<int32_t> history_; // ring buffer of the last repeat_last_n tokens (or all when -1)
-  size_t hist_pos_ = 0;          // next slot of the ring when full
-  std::vector<uint8_t> seen_;    // [vocab_real] marks for distinct ids while penalising
+  std::vector<float> work_;       // [vocab_real] penalised logits
+  std::vector<Candidate> cand_;   // [<= vocab_real] kept candidates
+  std::vector<int32_t> history_;  // ring buffer of the last repeat_last_n tokens (or all when -1)
+  size_t hist_pos_ = 0;           // next slot of the ring when full
+  std::vector<uint8_t> seen_;     // [vocab_real] marks for distinct ids while penalising
 };
 
 }  // namespace ssm

@@ -60,7 +60,7 @@ struct TensorImpl;
 
 class Tensor {
  public:
-  Tensor() = default;  // undefined tensor
+  Tensor() = default;                                                                              // undefined tensor
   static Tensor empty(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu);  // uninitialised
   static Tensor zeros(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu);
   static Tensor full(const Shape& shape, double value, DType dtype = DType::f32);
@@ -88,12 +88,13 @@ class Tensor {
   size_t byte_offset() const;
 
   // Pointer to the first element (CPU). Throws if the dtype does not match T.
-  template <typename T> T* data() const;
+  template <typename T>
+  T* data() const;
   void* raw_data() const;
   std::string str(int max_items = 8) const;  // "Tensor f32 [2, 3] {..}" for messages
 
   // ---- views (no copy) ----
-  Tensor view(const Shape& shape) const;  // requires contiguous; one dimension may be -1
+  Tensor view(const Shape& shape) const;     // requires contiguous; one dimension may be -1
   Tensor reshape(const Shape& shape) const;  // view if possible, else copy
   Tensor transpose(int64_t a, int64_t b) const;
   Tensor permute(const std::vector<int64_t>& order) const;
@@ -119,7 +120,7 @@ class Tensor {
   // ---- autograd ----
   bool requires_grad() const;
   Tensor& set_requires_grad(bool r = true);  // only on leaves
-  Tensor grad() const;  // undefined if none accumulated yet
+  Tensor grad() const;                       // undefined if none accumulated yet
   void set_grad(const Tensor& g);
   void zero_grad();
   void backward(const Tensor& grad_output = Tensor()) const;  // default: ones for a scalar
@@ -137,15 +138,35 @@ class Tensor {
   friend struct TensorImpl;
 };
 
-template <typename T> struct dtype_of;
-template <> struct dtype_of<double> { static constexpr DType value = DType::f64; };
-template <> struct dtype_of<float> { static constexpr DType value = DType::f32; };
-template <> struct dtype_of<int64_t> { static constexpr DType value = DType::i64; };
-template <> struct dtype_of<int32_t> { static constexpr DType value = DType::i32; };
-template <> struct dtype_of<int8_t> { static constexpr DType value = DType::i8; };
-template <> struct dtype_of<uint8_t> { static constexpr DType value = DType::u8; };
+template <typename T>
+struct dtype_of;
+template <>
+struct dtype_of<double> {
+  static constexpr DType value = DType::f64;
+};
+template <>
+struct dtype_of<float> {
+  static constexpr DType value = DType::f32;
+};
+template <>
+struct dtype_of<int64_t> {
+  static constexpr DType value = DType::i64;
+};
+template <>
+struct dtype_of<int32_t> {
+  static constexpr DType value = DType::i32;
+};
+template <>
+struct dtype_of<int8_t> {
+  static constexpr DType value = DType::i8;
+};
+template <>
+struct dtype_of<uint8_t> {
+  static constexpr DType value = DType::u8;
+};
 
-template <typename T> T* Tensor::data() const {
+template <typename T>
+T* Tensor::data() const {
   SSM_CHECK(defined(), "tensor", "data() of an undefined tensor");
   SSM_CHECK(dtype() == dtype_of<T>::value, "tensor",
             std::string("data<") + dtype_name(dtype_of<T>::value) + ">() on a " + dtype_name(dtype()) + " tensor");

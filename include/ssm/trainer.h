@@ -8,9 +8,9 @@ namespace ssm::train {
 
 struct TrainConfig {
   // data
-  std::string data;                 // text file
-  std::string tokenizer = "byte";   // "byte" or a tokenizer.json path
-  double val_fraction = 0.1;        // the last part of the text is held out
+  std::string data;                // text file
+  std::string tokenizer = "byte";  // "byte" or a tokenizer.json path
+  double val_fraction = 0.1;       // the last part of the text is held out
   // or a synthetic task instead of text: "induction" or "selective_copying"
   std::string task;
   int64_t task_vocab = 16, task_len = 256, task_memorize = 16;

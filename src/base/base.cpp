@@ -14,16 +14,18 @@
 
 namespace ssm {
 
-void fail(const std::string& where, const std::string& what) {
-  throw Error("[" + where + "] " + what);
-}
+void fail(const std::string& where, const std::string& what) { throw Error("[" + where + "] " + what); }
 
 size_t dtype_size(DType t) {
   switch (t) {
-    case DType::f64: case DType::i64: return 8;
-    case DType::f32: case DType::i32: return 4;
-    case DType::f16: case DType::bf16: return 2;
-    case DType::i8: case DType::u8: return 1;
+    case DType::f64:
+    case DType::i64: return 8;
+    case DType::f32:
+    case DType::i32: return 4;
+    case DType::f16:
+    case DType::bf16: return 2;
+    case DType::i8:
+    case DType::u8: return 1;
   }
   return 0;
 }
@@ -59,7 +61,10 @@ float f16_to_f32(uint16_t h) {
       u = sign;
     } else {  // subnormal: renormalise
       int e = -1;
-      do { ++e; man <<= 1; } while (!(man & 0x400));
+      do {
+        ++e;
+        man <<= 1;
+      } while (!(man & 0x400));
       u = sign | uint32_t(127 - 15 - e) << 23 | (man & 0x3ff) << 13;
     }
   } else if (exp == 31) {

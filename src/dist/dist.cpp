@@ -33,9 +33,9 @@ int env_int(const char* name, int fallback, int lo, int hi) {
   char* end = nullptr;
   errno = 0;
   const long x = std::strtol(v, &end, 10);
-  SSM_CHECK(*v && end && *end == 0 && errno == 0 && x >= lo && x <= hi, kOp,
-            std::string(name) + "='" + v + "' is not an integer in [" + std::to_string(lo) + ", " +
-                std::to_string(hi) + "]");
+  SSM_CHECK(
+      *v && end && *end == 0 && errno == 0 && x >= lo && x <= hi, kOp,
+      std::string(name) + "='" + v + "' is not an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
   return int(x);
 }
 
@@ -72,7 +72,8 @@ void read_all(int fd, void* p, size_t n, const std::string& peer, int timeout_s)
     SSM_CHECK(r > 0, kOp, "no data from " + peer + " within " + std::to_string(timeout_s) + " s");
     const ssize_t got = ::recv(fd, c, n, 0);
     if (got < 0 && errno == EINTR) continue;
-    SSM_CHECK(got > 0, kOp, "connection to " + peer + " closed early (" + (got == 0 ? "end of stream" : errno_str()) + ")");
+    SSM_CHECK(got > 0, kOp,
+              "connection to " + peer + " closed early (" + (got == 0 ? "end of stream" : errno_str()) + ")");
     c += got;
     n -= size_t(got);
   }
@@ -136,8 +137,8 @@ std::string broadcast_bytes(const Env& env, const std::string& data, int timeout
       }
       SSM_CHECK(r > 0, kOp,
                 "rank 0 heard from only " + std::to_string(served - 1) + " of " + std::to_string(env.world - 1) +
-                    " other ranks on port " + std::to_string(env.master_port) + " within " +
-                    std::to_string(timeout_s) + " s");
+                    " other ranks on port " + std::to_string(env.master_port) + " within " + std::to_string(timeout_s) +
+                    " s");
       Fd c(::accept(s.fd, nullptr, nullptr));
       SSM_CHECK(c.fd >= 0, kOp, "accept: " + errno_str());
       write_all(c.fd, &n, sizeof(n), "a rank");
@@ -165,10 +166,11 @@ std::string broadcast_bytes(const Env& env, const std::string& data, int timeout
 }
 
 Shard shard(int64_t global, int rank, int world) {
-  SSM_CHECK(world >= 1 && rank >= 0 && rank < world, kOp, "rank " + std::to_string(rank) + " of " + std::to_string(world));
+  SSM_CHECK(world >= 1 && rank >= 0 && rank < world, kOp,
+            "rank " + std::to_string(rank) + " of " + std::to_string(world));
   SSM_CHECK(global % world == 0, kOp,
-            "the batch of " + std::to_string(global) + " sequences does not split evenly over " + std::to_string(world) +
-                " GPUs; choose a batch size divisible by the GPU count");
+            "the batch of " + std::to_string(global) + " sequences does not split evenly over " +
+                std::to_string(world) + " GPUs; choose a batch size divisible by the GPU count");
   const int64_t per = global / world;
   return {per * rank, per * (rank + 1)};
 }
@@ -226,7 +228,8 @@ int launch_local(int n, const std::vector<std::string>& argv) {
     pids.push_back(pid);
   }
   // Ctrl-C reaches every rank (one process group); this process waits for them to save and exit.
-  struct sigaction ignore {}, prev {};
+  struct sigaction ignore {
+  }, prev{};
   ignore.sa_handler = SIG_IGN;
   ::sigaction(SIGINT, &ignore, &prev);
   int first_failure = 0, left = n;

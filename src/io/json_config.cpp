@@ -77,8 +77,8 @@ std::string snippet(const json& v) {
 }
 
 const json* lookup(const json& j, const std::string& key, const std::string& where) {
-  SSM_CHECK(j.is_object(), "config", where + ": expected a JSON object when reading key '" + key + "', got " +
-                                         std::string(j.type_name()));
+  SSM_CHECK(j.is_object(), "config",
+            where + ": expected a JSON object when reading key '" + key + "', got " + std::string(j.type_name()));
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return nullptr;
   return &*it;
@@ -154,7 +154,8 @@ double json_float(const json& v, const std::string& where, const std::string& ke
   if (v.is_number()) return v.get<double>();
   if (v.is_string()) {
     const std::string& s = v.get_ref<const std::string&>();
-    if (s == "Infinity" || s == "+Infinity" || s == "inf" || s == "+inf") return std::numeric_limits<double>::infinity();
+    if (s == "Infinity" || s == "+Infinity" || s == "inf" || s == "+inf")
+      return std::numeric_limits<double>::infinity();
     if (s == "-Infinity" || s == "-inf") return -std::numeric_limits<double>::infinity();
     if (s == "NaN" || s == "nan") return std::numeric_limits<double>::quiet_NaN();
   }
@@ -162,8 +163,8 @@ double json_float(const json& v, const std::string& where, const std::string& ke
     const json& inner = v.at("__float__");
     if (inner.is_number() || inner.is_string()) return json_float(inner, where, key);
   }
-  bad_key(where, key, "must be a number (or \"Infinity\", \"-Infinity\", \"NaN\", {\"__float__\": ...}), got " +
-                          snippet(v));
+  bad_key(where, key,
+          "must be a number (or \"Infinity\", \"-Infinity\", \"NaN\", {\"__float__\": ...}), got " + snippet(v));
 }
 
 bool has_key(const json& j, const std::string& key) {
@@ -228,8 +229,7 @@ std::vector<double> get_float_list(const json& j, const std::string& key, const 
   if (!v) return def;
   if (!v->is_array()) bad_key(where, key, "must be a list of numbers, got " + snippet(*v));
   std::vector<double> out;
-  for (size_t i = 0; i < v->size(); ++i)
-    out.push_back(json_float((*v)[i], where, key + "[" + std::to_string(i) + "]"));
+  for (size_t i = 0; i < v->size(); ++i) out.push_back(json_float((*v)[i], where, key + "[" + std::to_string(i) + "]"));
   return out;
 }
 

@@ -95,10 +95,8 @@ void Unpickler::dict_set(Value* dict, Value* key, Value* value) {
       k[0] = 'i';
       k.append(key->b ? "1" : "0");
       break;  // True == 1 as a key, as in Python
-    case Kind::none:
-      break;
-    default:
-      error(std::string("unsupported dict key of type ") + kind_name(key->kind));
+    case Kind::none: break;
+    default: error(std::string("unsupported dict key of type ") + kind_name(key->kind));
   }
   auto [it, inserted] = dict->dict_index.emplace(std::move(k), dict->items.size());
   if (inserted) {
@@ -202,25 +200,15 @@ Value* Unpickler::load(const uint8_t* data, size_t size) {
         if (proto > 5) error("unsupported pickle protocol " + std::to_string(proto));
         break;
       }
-      case FRAME:
-        take(8, "FRAME");
-        break;  // frames only group bytes; the data follows inline
+      case FRAME: take(8, "FRAME"); break;  // frames only group bytes; the data follows inline
       case STOP: {
         Value* v = pop();
         return v;
       }
-      case MARK:
-        marks_.push_back(stack_.size());
-        break;
-      case POP:
-        pop();
-        break;
-      case POP_MARK:
-        pop_mark();
-        break;
-      case NONE:
-        push(make(Kind::none));
-        break;
+      case MARK: marks_.push_back(stack_.size()); break;
+      case POP: pop(); break;
+      case POP_MARK: pop_mark(); break;
+      case NONE: push(make(Kind::none)); break;
       case NEWTRUE:
       case NEWFALSE: {
         Value* v = make(Kind::boolean);
@@ -228,12 +216,8 @@ Value* Unpickler::load(const uint8_t* data, size_t size) {
         push(v);
         break;
       }
-      case BININT:
-        push_int(int32_t(le32(take(4, "BININT"))));
-        break;
-      case BININT1:
-        push_int(*take(1, "BININT1"));
-        break;
+      case BININT: push_int(int32_t(le32(take(4, "BININT")))); break;
+      case BININT1: push_int(*take(1, "BININT1")); break;
       case BININT2: {
         const uint8_t* p = take(2, "BININT2");
         push_int(p[0] | p[1] << 8);
@@ -260,21 +244,11 @@ Value* Unpickler::load(const uint8_t* data, size_t size) {
         push(v);
         break;
       }
-      case BINUNICODE:
-        push_str(le32(take(4, "BINUNICODE")));
-        break;
-      case SHORT_BINUNICODE:
-        push_str(*take(1, "SHORT_BINUNICODE"));
-        break;
-      case BINUNICODE8:
-        push_str(le64(take(8, "BINUNICODE8")));
-        break;
-      case EMPTY_TUPLE:
-        push_tuple({});
-        break;
-      case TUPLE:
-        push_tuple(pop_mark());
-        break;
+      case BINUNICODE: push_str(le32(take(4, "BINUNICODE"))); break;
+      case SHORT_BINUNICODE: push_str(*take(1, "SHORT_BINUNICODE")); break;
+      case BINUNICODE8: push_str(le64(take(8, "BINUNICODE8"))); break;
+      case EMPTY_TUPLE: push_tuple({}); break;
+      case TUPLE: push_tuple(pop_mark()); break;
       case TUPLE1:
       case TUPLE2:
       case TUPLE3: {
@@ -284,9 +258,7 @@ Value* Unpickler::load(const uint8_t* data, size_t size) {
         push_tuple(std::move(items));
         break;
       }
-      case EMPTY_LIST:
-        push(make(Kind::list));
-        break;
+      case EMPTY_LIST: push(make(Kind::list)); break;
       case APPEND: {
         Value* v = pop();
         Value* list = top();
@@ -301,9 +273,7 @@ Value* Unpickler::load(const uint8_t* data, size_t size) {
         list->items.insert(list->items.end(), items.begin(), items.end());
         break;
       }
-      case EMPTY_DICT:
-        push(make(Kind::dict));
-        break;
+      case EMPTY_DICT: push(make(Kind::dict)); break;
       case DICT:
       case SETITEMS: {
         std::vector<Value*> items = pop_mark();
@@ -319,21 +289,11 @@ Value* Unpickler::load(const uint8_t* data, size_t size) {
         dict_set(top(), k, v);
         break;
       }
-      case BINPUT:
-        memo_put(*take(1, "BINPUT"));
-        break;
-      case LONG_BINPUT:
-        memo_put(le32(take(4, "LONG_BINPUT")));
-        break;
-      case MEMOIZE:
-        memo_put(memo_.size());
-        break;
-      case BINGET:
-        memo_get(*take(1, "BINGET"));
-        break;
-      case LONG_BINGET:
-        memo_get(le32(take(4, "LONG_BINGET")));
-        break;
+      case BINPUT: memo_put(*take(1, "BINPUT")); break;
+      case LONG_BINPUT: memo_put(le32(take(4, "LONG_BINPUT"))); break;
+      case MEMOIZE: memo_put(memo_.size()); break;
+      case BINGET: memo_get(*take(1, "BINGET")); break;
+      case LONG_BINGET: memo_get(le32(take(4, "LONG_BINGET"))); break;
       case GLOBAL: {
         std::string module = read_line("GLOBAL module name");
         std::string name = read_line("GLOBAL name");
@@ -355,16 +315,13 @@ Value* Unpickler::load(const uint8_t* data, size_t size) {
         push(hooks_.call(*this, callable, args));
         break;
       }
-      case BINPERSID:
-        push(hooks_.persistent_load(*this, pop()));
-        break;
+      case BINPERSID: push(hooks_.persistent_load(*this, pop())); break;
       case BUILD: {
         Value* state = pop();
         hooks_.build(*this, top(), state);
         break;
       }
-      default:
-        error("unsupported pickle opcode " + hex_byte(op));
+      default: error("unsupported pickle opcode " + hex_byte(op));
     }
   }
 }

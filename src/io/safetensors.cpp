@@ -27,7 +27,7 @@ using json = nlohmann::json;
 namespace fs = std::filesystem;
 
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the reference implementation's limit
-constexpr int kMaxHeaderDepth = 16;                 // a valid header nests 3 deep
+constexpr int kMaxHeaderDepth = 16;                // a valid header nests 3 deep
 
 [[noreturn]] void bad(const std::string& source, const std::string& what) { fail("safetensors", source + ": " + what); }
 
@@ -40,11 +40,13 @@ json parse_header(const char* text, size_t n, const std::string& source) {
   auto cb = [&](int depth, json::parse_event_t event, json& parsed) {
     switch (event) {
       case json::parse_event_t::object_start:
-        if (depth > kMaxHeaderDepth) bad(source, "header JSON is nested deeper than " + std::to_string(kMaxHeaderDepth));
+        if (depth > kMaxHeaderDepth)
+          bad(source, "header JSON is nested deeper than " + std::to_string(kMaxHeaderDepth));
         keys.emplace_back();
         break;
       case json::parse_event_t::array_start:
-        if (depth > kMaxHeaderDepth) bad(source, "header JSON is nested deeper than " + std::to_string(kMaxHeaderDepth));
+        if (depth > kMaxHeaderDepth)
+          bad(source, "header JSON is nested deeper than " + std::to_string(kMaxHeaderDepth));
         break;
       case json::parse_event_t::object_end:
         if (!keys.empty()) keys.pop_back();
@@ -56,8 +58,7 @@ json parse_header(const char* text, size_t n, const std::string& source) {
             bad(source, (depth == 1 ? "duplicate tensor name " : "duplicate key ") + quoted(k) + " in the header");
         }
         break;
-      default:
-        break;
+      default: break;
     }
     return true;
   };
@@ -129,8 +130,8 @@ SafeTensors::Entry parse_entry(const std::string& name, const json& v, size_t da
   const std::string range = "[" + std::to_string(e.begin) + ", " + std::to_string(e.end) + "]";
   if (e.begin > e.end) bad(source, t + ": data_offsets " + range + " have begin > end");
   if (e.end > data_size)
-    bad(source, t + ": data_offsets " + range + " out of range of the data region (" + std::to_string(data_size) +
-                    " bytes)");
+    bad(source,
+        t + ": data_offsets " + range + " out of range of the data region (" + std::to_string(data_size) + " bytes)");
   if (e.end - e.begin != nbytes)
     bad(source, t + ": byte size " + std::to_string(e.end - e.begin) + " of data_offsets " + range + " != numel " +
                     std::to_string(numel) + " * dtype size " + std::to_string(dtype_size(e.dtype)) + " for shape " +
@@ -147,8 +148,8 @@ void check_no_overlap(const std::map<std::string, SafeTensors::Entry>& entries, 
     // Sorted by begin, so non-overlap of neighbours is enough (each ends before the next begins).
     if (v[i].second->begin < v[i - 1].second->end)
       bad(source, "tensors " + quoted(*v[i - 1].first) + " and " + quoted(*v[i].first) + " overlap (bytes [" +
-                      std::to_string(v[i - 1].second->begin) + ", " + std::to_string(v[i - 1].second->end) +
-                      ") and [" + std::to_string(v[i].second->begin) + ", " + std::to_string(v[i].second->end) + "))");
+                      std::to_string(v[i - 1].second->begin) + ", " + std::to_string(v[i - 1].second->end) + ") and [" +
+                      std::to_string(v[i].second->begin) + ", " + std::to_string(v[i].second->end) + "))");
   }
 }
 
@@ -251,8 +252,8 @@ Tensor SafeTensors::get(const std::string& name) const {
   const uint8_t* p = data_ + e.begin;
   if (reinterpret_cast<uintptr_t>(p) % dtype_size(e.dtype) == 0) {
     // Zero-copy: the storage keeps the mapping (or buffer) alive; it is read-only.
-    auto storage = Storage::borrow(const_cast<uint8_t*>(p), nbytes, /*read_only=*/true,
-                                   std::const_pointer_cast<void>(owner_));
+    auto storage =
+        Storage::borrow(const_cast<uint8_t*>(p), nbytes, /*read_only=*/true, std::const_pointer_cast<void>(owner_));
     return Tensor::from_storage(std::move(storage), 0, e.shape, e.dtype);
   }
   Tensor t = Tensor::empty(e.shape, e.dtype);  // misaligned for its dtype: copy
@@ -392,9 +393,8 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
   // Largest dtypes first: every offset is then a multiple of the tensor's dtype size.
   std::vector<size_t> order(tensors.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return dtype_size(data[a].dtype()) > dtype_size(data[b].dtype());
-  });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return dtype_size(data[a].dtype()) > dtype_size(data[b].dtype()); });
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;

@@ -293,27 +293,13 @@ class Parser {
       char e = peek();
       ++i_;
       switch (e) {
-        case 'b':
-          out += '\b';
-          break;
-        case 't':
-          out += '\t';
-          break;
-        case 'n':
-          out += '\n';
-          break;
-        case 'f':
-          out += '\f';
-          break;
-        case 'r':
-          out += '\r';
-          break;
-        case '"':
-          out += '"';
-          break;
-        case '\\':
-          out += '\\';
-          break;
+        case 'b': out += '\b'; break;
+        case 't': out += '\t'; break;
+        case 'n': out += '\n'; break;
+        case 'f': out += '\f'; break;
+        case 'r': out += '\r'; break;
+        case '"': out += '"'; break;
+        case '\\': out += '\\'; break;
         case 'u':
         case 'U': {
           size_t n = e == 'u' ? 4 : 8;
@@ -370,9 +356,7 @@ class Parser {
 
 }  // namespace
 
-TomlDocument parse_toml(const std::string& text, const std::string& where) {
-  return Parser(text, where).run();
-}
+TomlDocument parse_toml(const std::string& text, const std::string& where) { return Parser(text, where).run(); }
 
 TomlDocument load_toml_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -34,20 +34,13 @@ constexpr std::array<uint32_t, 256> kCrcTable = make_crc_table();
 
 const char* method_name(uint16_t m) {
   switch (m) {
-    case 8:
-      return "deflate";
-    case 9:
-      return "deflate64";
-    case 12:
-      return "bzip2";
-    case 14:
-      return "lzma";
-    case 93:
-      return "zstd";
-    case 95:
-      return "xz";
-    default:
-      return "unknown";
+    case 8: return "deflate";
+    case 9: return "deflate64";
+    case 12: return "bzip2";
+    case 14: return "lzma";
+    case 93: return "zstd";
+    case 95: return "xz";
+    default: return "unknown";
   }
 }
 

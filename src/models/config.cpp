@@ -36,13 +36,13 @@ void finish(ModelConfig& c, const std::string& where) {
     if (c.dt_rank <= 0) c.dt_rank = (c.d_model + 15) / 16;
     SSM_CHECK(c.d_conv >= 2 && c.d_conv <= 8, "config", where + ": d_conv must be in [2, 8]");
   } else {
-    SSM_CHECK(c.headdim > 0 && c.d_inner % c.headdim == 0, "config",
-              where + ": d_inner " + std::to_string(c.d_inner) + " is not divisible by headdim " +
-                  std::to_string(c.headdim));
+    SSM_CHECK(
+        c.headdim > 0 && c.d_inner % c.headdim == 0, "config",
+        where + ": d_inner " + std::to_string(c.d_inner) + " is not divisible by headdim " + std::to_string(c.headdim));
     c.nheads = c.d_inner / c.headdim;
-    SSM_CHECK(c.ngroups > 0 && c.nheads % c.ngroups == 0, "config",
-              where + ": nheads " + std::to_string(c.nheads) + " is not divisible by ngroups " +
-                  std::to_string(c.ngroups));
+    SSM_CHECK(
+        c.ngroups > 0 && c.nheads % c.ngroups == 0, "config",
+        where + ": nheads " + std::to_string(c.nheads) + " is not divisible by ngroups " + std::to_string(c.ngroups));
     SSM_CHECK(c.chunk_size > 0, "config", where + ": chunk_size must be positive");
   }
   SSM_CHECK(c.selective || c.arch == Arch::mamba1, "config",
@@ -53,9 +53,12 @@ void finish(ModelConfig& c, const std::string& where) {
 ModelConfig from_hf(const nlohmann::json& j, const std::string& model_type, const std::string& where) {
   ModelConfig c;
   c.hf_format = true;
-  if (model_type == "mamba") c.arch = Arch::mamba1;
-  else if (model_type == "falcon_mamba") c.arch = Arch::falcon_mamba;
-  else if (model_type == "mamba2") c.arch = Arch::mamba2;
+  if (model_type == "mamba")
+    c.arch = Arch::mamba1;
+  else if (model_type == "falcon_mamba")
+    c.arch = Arch::falcon_mamba;
+  else if (model_type == "mamba2")
+    c.arch = Arch::mamba2;
   else
     fail("config", where + ": unsupported model_type '" + model_type +
                        "' (supported: mamba, mamba2, falcon_mamba, and mamba_ssm configs)");
@@ -92,9 +95,9 @@ ModelConfig from_hf(const nlohmann::json& j, const std::string& model_type, cons
       c.dt_limit_hi = io::json_float(l[1], where, "time_step_limit[1]");
     }
     finish(c, where);
-    SSM_CHECK(nh == 0 || nh == c.nheads, "config",
-              where + ": num_heads " + std::to_string(nh) + " != hidden_size*expand/head_dim = " +
-                  std::to_string(c.nheads));
+    SSM_CHECK(
+        nh == 0 || nh == c.nheads, "config",
+        where + ": num_heads " + std::to_string(nh) + " != hidden_size*expand/head_dim = " + std::to_string(c.nheads));
     return c;
   }
   c.dt_rank = get_int(j, "time_step_rank", 0, where);
@@ -123,10 +126,14 @@ ModelConfig from_mamba_ssm(const nlohmann::json& j, const std::string& where) {
   nlohmann::json s = has_key(j, "ssm_cfg") ? j.at("ssm_cfg") : nlohmann::json::object();
   SSM_CHECK(s.is_object(), "config", where + ": ssm_cfg must be an object");
   std::string layer = io::get_string(s, "layer", "Mamba1", where);
-  if (layer == "Mamba1") c.arch = Arch::mamba1;
-  else if (layer == "Mamba2") c.arch = Arch::mamba2;
-  else if (layer == "Mamba3") c.arch = Arch::mamba3;
-  else fail("config", where + ": unsupported ssm_cfg.layer '" + layer + "' (Mamba1, Mamba2, Mamba3)");
+  if (layer == "Mamba1")
+    c.arch = Arch::mamba1;
+  else if (layer == "Mamba2")
+    c.arch = Arch::mamba2;
+  else if (layer == "Mamba3")
+    c.arch = Arch::mamba3;
+  else
+    fail("config", where + ": unsupported ssm_cfg.layer '" + layer + "' (Mamba1, Mamba2, Mamba3)");
   bool m1 = c.arch == Arch::mamba1;
   c.d_state = get_int(s, "d_state", m1 ? 16 : c.arch == Arch::mamba2 ? 128 : 128, where);
   c.d_conv = get_int(s, "d_conv", 4, where);
@@ -186,8 +193,7 @@ namespace {
 const char* torch_dtype(DType d) { return d == DType::bf16 ? "bfloat16" : d == DType::f16 ? "float16" : "float32"; }
 
 nlohmann::json hf_config(const ModelConfig& c, DType wd) {
-  SSM_CHECK(c.arch != Arch::mamba3, "config",
-            "Hugging Face transformers has no Mamba-3 model: use --format mamba_ssm");
+  SSM_CHECK(c.arch != Arch::mamba3, "config", "Hugging Face transformers has no Mamba-3 model: use --format mamba_ssm");
   SSM_CHECK(c.rms_norm, "config",
             "the Hugging Face Mamba models only have RMSNorm blocks; this model uses LayerNorm (--format mamba_ssm)");
   SSM_CHECK(!c.d_has_hdim, "config", "D per channel (D_has_hdim) has no Hugging Face form: use --format mamba_ssm");
@@ -240,8 +246,9 @@ nlohmann::json mamba_ssm_config(const ModelConfig& c) {
   SSM_CHECK(c.arch != Arch::falcon_mamba, "config", "mamba_ssm has no Falcon-Mamba layer: use the Hugging Face form");
   SSM_CHECK(c.selective, "config", "mamba_ssm has no non-selective (LTI) Mamba layer: use the Hugging Face form");
   SSM_CHECK(c.d_inner == c.expand * c.d_model, "config", "d_inner != expand * d_model has no mamba_ssm form");
-  SSM_CHECK(c.norm_eps == 1e-5, "config", "mamba_ssm configs fix the norm epsilon at 1e-5; this model uses " +
-                                               std::to_string(c.norm_eps) + " (use the Hugging Face form)");
+  SSM_CHECK(c.norm_eps == 1e-5, "config",
+            "mamba_ssm configs fix the norm epsilon at 1e-5; this model uses " + std::to_string(c.norm_eps) +
+                " (use the Hugging Face form)");
   // The padding multiple that turns the real vocabulary into the embedding's rows.
   int64_t mult = c.vocab_size;
   for (int64_t m = 1; m <= c.vocab_size; m *= 2)
@@ -310,8 +317,10 @@ std::string ModelConfig::summary() const {
   o << arch_name(arch) << " d_model=" << d_model << " n_layer=" << n_layer << " vocab=" << vocab_size
     << " d_inner=" << d_inner << " d_state=" << d_state;
   if (arch == Arch::mamba1 || arch == Arch::falcon_mamba) o << " dt_rank=" << dt_rank << " d_conv=" << d_conv;
-  if (!selective) o << " LTI (non-selective)";
-  else o << " heads=" << nheads << "x" << headdim << " groups=" << ngroups << " chunk=" << chunk_size;
+  if (!selective)
+    o << " LTI (non-selective)";
+  else
+    o << " heads=" << nheads << "x" << headdim << " groups=" << ngroups << " chunk=" << chunk_size;
   return o.str();
 }
 

@@ -126,14 +126,15 @@ const Tensor& Model::step_cuda(std::span<const int64_t> ids, InferenceState& sta
 const Tensor& Model::step(std::span<const int64_t> ids, InferenceState& state) const {
   const ModelConfig& c = cfg_;
   const int64_t B = state.batch, dm = c.d_model, V = c.vocab_size;
-  SSM_CHECK(B >= 1 && int64_t(state.layers.size()) == c.n_layer, "model", "step: the state was not made by new_state()");
+  SSM_CHECK(B >= 1 && int64_t(state.layers.size()) == c.n_layer, "model",
+            "step: the state was not made by new_state()");
   SSM_CHECK(int64_t(ids.size()) == B, "model",
             "step: the state holds " + std::to_string(B) + " sequences but " + std::to_string(ids.size()) +
                 " token ids were given");
   for (int64_t b = 0; b < B; ++b)
-    SSM_CHECK(ids[size_t(b)] >= 0 && ids[size_t(b)] < V, "model",
-              "token id " + std::to_string(ids[size_t(b)]) + " is out of range for a vocabulary of " +
-                  std::to_string(V));
+    SSM_CHECK(
+        ids[size_t(b)] >= 0 && ids[size_t(b)] < V, "model",
+        "token id " + std::to_string(ids[size_t(b)]) + " is out of range for a vocabulary of " + std::to_string(V));
   autograd::NoGradGuard no_grad;
   if (device() == Device::cuda) return step_cuda(ids, state);
   if (!state.scratch || state.scratch->batch != B) {  // the first step (or the batch shrank)
@@ -172,8 +173,7 @@ const Tensor& Model::step(std::span<const int64_t> ids, InferenceState& state) c
       if (c.rms_norm)
         kernels::rms_norm_row(r, nullptr, w.data<float>(), normed + b * dm, dm, dm, c.norm_eps, false, nullptr);
       else
-        kernels::layer_norm_row(r, w.data<float>(), bias.data<float>(), normed + b * dm, dm, c.norm_eps,
-                                ws.tmp.data());
+        kernels::layer_norm_row(r, w.data<float>(), bias.data<float>(), normed + b * dm, dm, c.norm_eps, ws.tmp.data());
     }
   };
   for (int64_t i = 0; i < c.n_layer; ++i) {

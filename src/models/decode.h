@@ -28,7 +28,7 @@ struct DecodeScratch {
       for (int64_t i = 0, n = A_log.numel(); i < n; ++i) a.push_back(-std::exp(A_log.data<float>()[i]));
     return a.data();
   }
-  float* buf(size_t k, int64_t n) {          // buffer k with at least n floats (grows on the first step only)
+  float* buf(size_t k, int64_t n) {  // buffer k with at least n floats (grows on the first step only)
     if (bufs.size() <= k) bufs.resize(k + 1);
     if (int64_t(bufs[k].size()) < n) bufs[k].resize(size_t(n));
     return bufs[k].data();

@@ -15,13 +15,13 @@ namespace ssm {
 namespace {
 
 struct Mamba1Layer {
-  Tensor in_proj, in_proj_b;   // [2*Di, dm], [2*Di]
-  Tensor conv_w, conv_b;       // [Di, 1, W], [Di]
-  Tensor x_proj;               // [R + 2N, Di]
-  Tensor dt_proj, dt_proj_b;   // [Di, R], [Di]
-  Tensor A_log, D;             // [Di, N], [Di]
-  Tensor out_proj, out_proj_b; // [dm, Di]
-  Tensor B, C, dt_bias;        // LTI only: [Di, N], [Di, N], [Di] (replace x_proj and dt_proj)
+  Tensor in_proj, in_proj_b;    // [2*Di, dm], [2*Di]
+  Tensor conv_w, conv_b;        // [Di, 1, W], [Di]
+  Tensor x_proj;                // [R + 2N, Di]
+  Tensor dt_proj, dt_proj_b;    // [Di, R], [Di]
+  Tensor A_log, D;              // [Di, N], [Di]
+  Tensor out_proj, out_proj_b;  // [dm, Di]
+  Tensor B, C, dt_bias;         // LTI only: [Di, N], [Di, N], [Di] (replace x_proj and dt_proj)
 };
 
 class Mamba1Model : public Model {
@@ -92,8 +92,9 @@ class Mamba1Model : public Model {
       Tensor xz = linear(h, l.in_proj, l.in_proj_b);  // [B, L, 2*Di]
       x = xz.slice(2, 0, Di), z = xz.slice(2, Di, 2 * Di);
     }
-    Conv1dOut conv = causal_conv1d(x.contiguous(), l.conv_w.view({Di, c.d_conv}), l.conv_b, st ? (*st)[0] : Tensor(), true);
-    Tensor xs = conv.y;                             // [B, L, Di]
+    Conv1dOut conv =
+        causal_conv1d(x.contiguous(), l.conv_w.view({Di, c.d_conv}), l.conv_b, st ? (*st)[0] : Tensor(), true);
+    Tensor xs = conv.y;  // [B, L, Di]
     SelectiveScanArgs a;
     a.u = xs;
     a.A = neg(exp(l.A_log));  // [Di, N]

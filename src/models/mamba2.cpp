@@ -15,11 +15,11 @@ namespace ssm {
 namespace {
 
 struct Mamba2Layer {
-  Tensor in_proj, in_proj_b;   // [2*Di + 2*G*N + H, dm]
-  Tensor conv_w, conv_b;       // [Di + 2*G*N, W]
-  Tensor dt_bias, A_log, D;    // [H], [H], [H] or [Di]
-  Tensor norm_w;               // [Di]
-  Tensor out_proj, out_proj_b; // [dm, Di]
+  Tensor in_proj, in_proj_b;    // [2*Di + 2*G*N + H, dm]
+  Tensor conv_w, conv_b;        // [Di + 2*G*N, W]
+  Tensor dt_bias, A_log, D;     // [H], [H], [H] or [Di]
+  Tensor norm_w;                // [Di]
+  Tensor out_proj, out_proj_b;  // [dm, Di]
 };
 
 class Mamba2Model : public Model {
@@ -74,7 +74,8 @@ class Mamba2Model : public Model {
     Tensor z = zxbcdt.slice(2, 0, Di);
     Tensor xBC = zxbcdt.slice(2, Di, 2 * Di + 2 * G * N);
     Tensor dt = zxbcdt.slice(2, 2 * Di + 2 * G * N, 2 * Di + 2 * G * N + H);  // [B, L, H]
-    Conv1dOut conv = causal_conv1d(xBC.contiguous(), l.conv_w.view({Di + 2 * G * N, c.d_conv}), l.conv_b, st ? (*st)[0] : Tensor(), true);
+    Conv1dOut conv = causal_conv1d(xBC.contiguous(), l.conv_w.view({Di + 2 * G * N, c.d_conv}), l.conv_b,
+                                   st ? (*st)[0] : Tensor(), true);
     Tensor x = conv.y.slice(2, 0, Di).contiguous().view({B, L, H, P});
     Tensor Bm = conv.y.slice(2, Di, Di + G * N).contiguous().view({B, L, G, N});
     Tensor Cm = conv.y.slice(2, Di + G * N, Di + 2 * G * N).contiguous().view({B, L, G, N});
@@ -83,15 +84,15 @@ class Mamba2Model : public Model {
     const DType act = x.dtype();
     Tensor delta = softplus(add(dt.contiguous().to(DType::f32), l.dt_bias));  // [B, L, H] f32
     if (c.dt_limit_lo > 0 || std::isfinite(c.dt_limit_hi)) delta = clamp(delta, c.dt_limit_lo, c.dt_limit_hi);
-    Tensor A = neg(exp(l.A_log));                               // [H]
+    Tensor A = neg(exp(l.A_log));  // [H]
     SSDArgs a;
-    a.x = mul(x, delta.to(act).unsqueeze(3));                   // [B, L, H, P]
-    a.A = mul(delta, A);                                        // [B, L, H]
+    a.x = mul(x, delta.to(act).unsqueeze(3));  // [B, L, H, P]
+    a.A = mul(delta, A);                       // [B, L, H]
     a.B = Bm;
     a.C = Cm;
     a.chunk_size = c.chunk_size;
     if (st) a.initial_state = (*st)[1];
-    ScanOut s = ssd_scan(a);                                    // y [B, L, H, P]
+    ScanOut s = ssd_scan(a);  // y [B, L, H, P]
     Tensor Dv = (c.d_has_hdim ? l.D.view({H, P}) : l.D.view({H, 1})).to(act);
     Tensor y = add(s.y, mul(x, Dv)).view({B, L, Di});
     if (c.gated_norm)
@@ -140,8 +141,18 @@ class Mamba2Model : public Model {
     parallel_for(H, 1, [&a](int64_t h0, int64_t h1) {
       for (int64_t b = 0; b < a.B; ++b) {
         const float* xb = a.xbc + b * a.conv_dim;
-        decode::Mamba2Step s{a.dt + b * a.H, a.A, xb, xb + a.Di, xb + a.Di + a.G * a.N, a.l->D.data<float>(),
-                             a.ssm + b * a.H * a.P * a.N, a.y + b * a.Di, a.P, a.N, a.H / a.G, a.d_per_channel};
+        decode::Mamba2Step s{a.dt + b * a.H,
+                             a.A,
+                             xb,
+                             xb + a.Di,
+                             xb + a.Di + a.G * a.N,
+                             a.l->D.data<float>(),
+                             a.ssm + b * a.H * a.P * a.N,
+                             a.y + b * a.Di,
+                             a.P,
+                             a.N,
+                             a.H / a.G,
+                             a.d_per_channel};
         decode::mamba2_scan_step(s, h0, h1);
       }
     });

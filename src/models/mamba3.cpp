@@ -85,10 +85,10 @@ class Mamba3Model : public Model {
     Tensor x = take(Di).view({B, L, H, P});
     Tensor Bm = take(G * N).view({B, L, G, N});
     Tensor Cm = take(G * N).view({B, L, G, N});
-    Tensor dd_dt = take(H);                       // [B, L, H]
-    Tensor dd_A = take(H);                        // [B, L, H]
-    Tensor trap = take(H);                        // [B, L, H]
-    Tensor angles = take(S);                      // [B, L, S]
+    Tensor dd_dt = take(H);   // [B, L, H]
+    Tensor dd_A = take(H);    // [B, L, H]
+    Tensor trap = take(H);    // [B, L, H]
+    Tensor angles = take(S);  // [B, L, S]
     // Δ and A in f32 (on the GPU the activations may be bf16/f16; the scan takes f32 per-step scalars).
     Tensor DT = softplus(add(dd_dt.to(DType::f32), l.dt_bias));  // [B, L, H]
     // A = -max(f(dd_A), A_floor) with the heavy-tailed f(x) = 1 + x (x >= 0), 1 / (1 - x) (x < 0),

@@ -57,7 +57,8 @@ std::unique_ptr<Model> build_model(const ModelConfig& cfg, WeightSource& src, co
 
 std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& opts) {
   namespace fs = std::filesystem;
-  SSM_CHECK(fs::is_directory(dir), "model", "'" + dir + "' is not a directory (expected a model folder with config.json)");
+  SSM_CHECK(fs::is_directory(dir), "model",
+            "'" + dir + "' is not a directory (expected a model folder with config.json)");
   std::string cfg_path = (fs::path(dir) / "config.json").string();
   SSM_CHECK(fs::exists(cfg_path), "model", "no config.json in '" + dir + "'");
   SSM_CHECK(opts.weight_dtype == DType::f32 || opts.weight_dtype == DType::bf16 || opts.weight_dtype == DType::f16,

@@ -15,8 +15,20 @@ class WeightSource {
   virtual bool has(const std::string& name) const = 0;
   // The tensor `name` with exactly `shape`, converted to `dtype`. Kind tells an initializer how to
   // draw it (ignored by checkpoints).
-  enum class Kind { linear, out_proj, embedding, ones, zeros, conv_weight, conv_bias, a_log_s4d, a_log_heads,
-                    dt_bias, dt_proj_weight, normal };
+  enum class Kind {
+    linear,
+    out_proj,
+    embedding,
+    ones,
+    zeros,
+    conv_weight,
+    conv_bias,
+    a_log_s4d,
+    a_log_heads,
+    dt_bias,
+    dt_proj_weight,
+    normal
+  };
   virtual Tensor get(const std::string& name, const Shape& shape, DType dtype, Kind kind) = 0;
 };
 

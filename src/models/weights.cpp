@@ -27,8 +27,10 @@ class CheckpointSource : public WeightSource {
       // Same elements, different rank (e.g. conv1d.weight [C, 1, W] used as [C, W]).
       bool only_unit_dims = true;
       Shape a, b;
-      for (auto d : t.shape()) if (d != 1) a.push_back(d);
-      for (auto d : shape) if (d != 1) b.push_back(d);
+      for (auto d : t.shape())
+        if (d != 1) a.push_back(d);
+      for (auto d : shape)
+        if (d != 1) b.push_back(d);
       only_unit_dims = a == b;
       if (only_unit_dims) t = t.reshape(shape);
     }
@@ -134,7 +136,8 @@ std::unique_ptr<WeightSource> open_checkpoint(const std::string& dir, const Load
                                               [pb](const std::string& n) { return pb->get(n); }, pb->source(),
                                               opts.writable);
   }
-  fail("model", "no weights in '" + dir + "': expected model.safetensors, model.safetensors.index.json or pytorch_model.bin");
+  fail("model",
+       "no weights in '" + dir + "': expected model.safetensors, model.safetensors.index.json or pytorch_model.bin");
 }
 
 std::unique_ptr<WeightSource> safetensors_source(std::shared_ptr<const void> file) {

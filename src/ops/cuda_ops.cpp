@@ -16,9 +16,7 @@
 namespace ssm {
 
 #ifndef SSM_HAVE_CUDA
-void cuda_copy(const Tensor&, const Tensor&) {
-  fail_no_cuda("copy_");
-}
+void cuda_copy(const Tensor&, const Tensor&) { fail_no_cuda("copy_"); }
 namespace detail {
 Tensor unary_cuda(const char* op, CudaUnary, const Tensor&, double) { fail_no_cuda(op); }
 Tensor binary_cuda(const char* op, CudaBinary, const Tensor&, const Tensor&) { fail_no_cuda(op); }
@@ -176,14 +174,13 @@ Tensor linear_cuda(const Tensor& x, const Tensor& w, const Tensor& bias) {
   SSM_CHECK(x.dtype() == w.dtype() || x.dtype() == DType::f32 || w.dtype() == DType::f32, op,
             std::string("x is ") + dtype_name(x.dtype()) + " but w is " + dtype_name(w.dtype()) +
                 " (on the GPU they must match, or one be f32)");
-  if (bias.defined())
-    check_param(op, bias, "bias", {O});
+  if (bias.defined()) check_param(op, bias, "bias", {O});
   const DType cdt = x.dtype() == DType::f32 ? w.dtype() : x.dtype();  // the half dtype when they differ
   Shape out_shape(x.shape().begin(), x.shape().end() - 1);
   const int64_t R = shape_numel(out_shape);
   out_shape.push_back(O);
   Tensor out = Tensor::empty(out_shape, x.dtype(), kGpu);  // [..., O]
-  Tensor xc, wc;  // x [R, I] and w in the GEMM dtype, kept for the backward
+  Tensor xc, wc;                                           // x [R, I] and w in the GEMM dtype, kept for the backward
   {
     autograd::NoGradGuard ng;
     xc = x.contiguous().to(cdt).view({R, I});
@@ -194,11 +191,17 @@ Tensor linear_cuda(const Tensor& x, const Tensor& w, const Tensor& bias) {
   } else {
     cuda::gemm(cdt, x.dtype(), xc.raw_data(), wc.raw_data(), out.raw_data(), R, I, O, cuda_tf32());
   }
-  if (bias.defined())
-    cuda::add_bias(x.dtype(), out.raw_data(), fptr(bias), R, O);
+  if (bias.defined()) cuda::add_bias(x.dtype(), out.raw_data(), fptr(bias), R, O);
   if (autograd::needs_grad({&x, &w, &bias})) {
-    LinearSaved s{xc.detach(), wc.detach(), x.shape(), cdt, x.dtype(), w.dtype(),
-                  x.requires_grad(), w.requires_grad(), bias.defined() && bias.requires_grad()};
+    LinearSaved s{xc.detach(),
+                  wc.detach(),
+                  x.shape(),
+                  cdt,
+                  x.dtype(),
+                  w.dtype(),
+                  x.requires_grad(),
+                  w.requires_grad(),
+                  bias.defined() && bias.requires_grad()};
     if (!s.gw) s.x = Tensor();  // dw needs x, dx needs w, the bias gradient neither
     if (!s.gx) s.w = Tensor();
     autograd::record(op, {x, w, bias}, {&out}, [s, R, I, O](const std::vector<Tensor>& g) {
@@ -253,8 +256,7 @@ NormAdd rms_norm_cuda(const char* op, const Tensor& x, const Tensor& residual, c
   Tensor xc = cont(x), rc = cont(residual);
   NormAdd r;
   r.out = Tensor::empty(x.shape(), x.dtype(), kGpu);
-  if (add)
-    r.residual = Tensor::empty(x.shape(), DType::f32, kGpu);
+  if (add) r.residual = Tensor::empty(x.shape(), DType::f32, kGpu);
   cuda::rms_norm(x.dtype(), xc.raw_data(), fptr(rc), add ? static_cast<float*>(r.residual.raw_data()) : nullptr,
                  fptr(w), r.out.raw_data(), rows, C, float(eps));
   if (autograd::needs_grad({&x, &residual, &w})) {
@@ -283,8 +285,7 @@ Conv1dOut causal_conv1d_cuda(const Tensor& x, const Tensor& w, const Tensor& bia
   const int64_t W = w.size(1);
   check_param(op, w, "w", {D, W});
   SSM_CHECK(W >= 2 && W <= 8, op, "kernel width W=" + std::to_string(W) + " is not in [2, 8]");
-  if (bias.defined())
-    check_param(op, bias, "bias", {D});
+  if (bias.defined()) check_param(op, bias, "bias", {D});
   if (initial_state.defined()) {
     check_gpu(op, initial_state, "initial_state");
     check_same_dtype(op, initial_state, "initial_state", x, "x");

@@ -93,11 +93,12 @@ Tensor sum_cuda(const char* op, const Tensor& x, const std::vector<bool>& red, b
   }
   if (autograd::needs_grad({&x})) {
     const Shape xs = x.shape();
-    autograd::record(op, {x}, {&out}, [xs, keep_shape, scale, mean](const std::vector<Tensor>& g) -> std::vector<Tensor> {
-      if (!g[0].defined()) return {Tensor()};
-      Tensor gx = g[0].reshape(keep_shape).expand(xs).contiguous();
-      return {mean ? affine_cuda("mul_scalar", gx, scale, 0.0) : gx};
-    });
+    autograd::record(op, {x}, {&out},
+                     [xs, keep_shape, scale, mean](const std::vector<Tensor>& g) -> std::vector<Tensor> {
+                       if (!g[0].defined()) return {Tensor()};
+                       Tensor gx = g[0].reshape(keep_shape).expand(xs).contiguous();
+                       return {mean ? affine_cuda("mul_scalar", gx, scale, 0.0) : gx};
+                     });
   }
   return out;
 }
@@ -192,9 +193,7 @@ std::vector<Tensor> binary_backward_cuda(CudaBinary f, const Tensor& a, const Te
                                          bool need_b) {
   Tensor ga, gb;
   switch (f) {
-    case CudaBinary::add:
-      ga = g, gb = g;
-      break;
+    case CudaBinary::add: ga = g, gb = g; break;
     case CudaBinary::sub:
       ga = g;
       if (need_b) gb = neg(g);

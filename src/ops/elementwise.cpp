@@ -34,7 +34,8 @@ void check_input(const char* op, const Tensor& x, const char* name) {
 }
 
 // y = f(x) elementwise. `fast` maps float -> float (vectorisable); `ref` is generic over T.
-template <typename Fast, typename Ref> Tensor map_unary(const char* op, const Tensor& x, Fast fast, Ref ref) {
+template <typename Fast, typename Ref>
+Tensor map_unary(const char* op, const Tensor& x, Fast fast, Ref ref) {
   Tensor y = Tensor::empty(x.shape(), x.dtype());  // same shape as x
   int64_t n = x.numel();
   if (detail::use_fast(x.dtype())) {
@@ -64,9 +65,8 @@ Tensor map_grad(const char* op, const Tensor& v, const Tensor& g_in, Fast fast_d
       for (int64_t i = b; i < e; ++i) dp[i] = gp[i] * fast_d(vp[i]);
     });
   } else {
-    detail::dispatch_float(op, v.dtype(), [&]<typename T>() {
-      ref::unary_grad<T>(v.data<T>(), g.data<T>(), dx.data<T>(), n, ref_d);
-    });
+    detail::dispatch_float(op, v.dtype(),
+                           [&]<typename T>() { ref::unary_grad<T>(v.data<T>(), g.data<T>(), dx.data<T>(), n, ref_d); });
   }
   return dx;
 }
@@ -117,11 +117,13 @@ BroadcastPlan make_plan(const Shape& a, const Shape& b, const Shape& out) {
   return p;
 }
 
-template <int IA, int IB, typename F> void binary_run(const float* a, const float* b, float* o, int64_t n, F f) {
+template <int IA, int IB, typename F>
+void binary_run(const float* a, const float* b, float* o, int64_t n, F f) {
   for (int64_t i = 0; i < n; ++i) o[i] = f(a[i * IA], b[i * IB]);
 }
 
-template <typename F> void binary_fast(const Tensor& a, const Tensor& b, Tensor& out, F f) {
+template <typename F>
+void binary_fast(const Tensor& a, const Tensor& b, Tensor& out, F f) {
   BroadcastPlan p = make_plan(a.shape(), b.shape(), out.shape());
   const float* ap = a.data<float>();
   const float* bp = b.data<float>();
@@ -138,17 +140,22 @@ template <typename F> void binary_fast(const Tensor& a, const Tensor& b, Tensor&
         oa += c * p.sa[size_t(k)];
         ob += c * p.sb[size_t(k)];
       }
-      if (ia && ib) binary_run<1, 1>(ap + oa, bp + ob, op + i, len, f);
-      else if (ia) binary_run<1, 0>(ap + oa, bp + ob, op + i, len, f);
-      else if (ib) binary_run<0, 1>(ap + oa, bp + ob, op + i, len, f);
-      else binary_run<0, 0>(ap + oa, bp + ob, op + i, len, f);
+      if (ia && ib)
+        binary_run<1, 1>(ap + oa, bp + ob, op + i, len, f);
+      else if (ia)
+        binary_run<1, 0>(ap + oa, bp + ob, op + i, len, f);
+      else if (ib)
+        binary_run<0, 1>(ap + oa, bp + ob, op + i, len, f);
+      else
+        binary_run<0, 0>(ap + oa, bp + ob, op + i, len, f);
       i += len;
     }
   });
 }
 
 // out = f(a, b) with broadcasting; f is generic over the element type.
-template <typename F> Tensor map_binary(const char* op, const Tensor& a, const Tensor& b, F f) {
+template <typename F>
+Tensor map_binary(const char* op, const Tensor& a, const Tensor& b, F f) {
   Shape out_shape = detail::broadcast_shapes(op, a.shape(), b.shape());
   Tensor out = Tensor::empty(out_shape, a.dtype());  // broadcast(a, b)
   if (detail::use_fast(a.dtype())) {
@@ -165,7 +172,8 @@ template <typename F> Tensor map_binary(const char* op, const Tensor& a, const T
 // before reduction to the input shapes (sum_to is applied here); entries may be left undefined.
 using BinaryBack = std::function<std::vector<Tensor>(const Tensor& g, const Tensor& a, const Tensor& b,
                                                      const Tensor& out, bool need_a, bool need_b)>;
-template <typename F> Tensor binary_op(const char* op, const Tensor& a_in, const Tensor& b_in, F f, BinaryBack back) {
+template <typename F>
+Tensor binary_op(const char* op, const Tensor& a_in, const Tensor& b_in, F f, BinaryBack back) {
   check_input(op, a_in, "a");
   check_input(op, b_in, "b");
   detail::check_same_dtype(op, a_in, "a", b_in, "b");
@@ -192,38 +200,42 @@ template <typename F> Tensor binary_op(const char* op, const Tensor& a_in, const
 Tensor add(const Tensor& a, const Tensor& b) {
   if (a.device() == Device::cuda || b.device() == Device::cuda)
     return detail::binary_cuda("add", detail::CudaBinary::add, a, b);
-  return binary_op("add", a, b, [](auto x, auto y) { return x + y; },
-                   [](const Tensor& g, const Tensor&, const Tensor&, const Tensor&, bool na, bool nb) {
-                     return std::vector<Tensor>{na ? g : Tensor(), nb ? g : Tensor()};
-                   });
+  return binary_op(
+      "add", a, b, [](auto x, auto y) { return x + y; },
+      [](const Tensor& g, const Tensor&, const Tensor&, const Tensor&, bool na, bool nb) {
+        return std::vector<Tensor>{na ? g : Tensor(), nb ? g : Tensor()};
+      });
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
   if (a.device() == Device::cuda || b.device() == Device::cuda)
     return detail::binary_cuda("sub", detail::CudaBinary::sub, a, b);
-  return binary_op("sub", a, b, [](auto x, auto y) { return x - y; },
-                   [](const Tensor& g, const Tensor&, const Tensor&, const Tensor&, bool na, bool nb) {
-                     return std::vector<Tensor>{na ? g : Tensor(), nb ? neg(g) : Tensor()};
-                   });
+  return binary_op(
+      "sub", a, b, [](auto x, auto y) { return x - y; },
+      [](const Tensor& g, const Tensor&, const Tensor&, const Tensor&, bool na, bool nb) {
+        return std::vector<Tensor>{na ? g : Tensor(), nb ? neg(g) : Tensor()};
+      });
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
   if (a.device() == Device::cuda || b.device() == Device::cuda)
     return detail::binary_cuda("mul", detail::CudaBinary::mul, a, b);
-  return binary_op("mul", a, b, [](auto x, auto y) { return x * y; },
-                   [](const Tensor& g, const Tensor& a, const Tensor& b, const Tensor&, bool na, bool nb) {
-                     return std::vector<Tensor>{na ? mul(g, b) : Tensor(), nb ? mul(g, a) : Tensor()};
-                   });
+  return binary_op(
+      "mul", a, b, [](auto x, auto y) { return x * y; },
+      [](const Tensor& g, const Tensor& a, const Tensor& b, const Tensor&, bool na, bool nb) {
+        return std::vector<Tensor>{na ? mul(g, b) : Tensor(), nb ? mul(g, a) : Tensor()};
+      });
 }
 
 Tensor div(const Tensor& a, const Tensor& b) {
   if (a.device() == Device::cuda || b.device() == Device::cuda)
     return detail::binary_cuda("div", detail::CudaBinary::div, a, b);
   // d(a/b)/db = -a/b² = -out/b.
-  return binary_op("div", a, b, [](auto x, auto y) { return x / y; },
-                   [](const Tensor& g, const Tensor&, const Tensor& b, const Tensor& out, bool na, bool nb) {
-                     return std::vector<Tensor>{na ? div(g, b) : Tensor(), nb ? neg(div(mul(g, out), b)) : Tensor()};
-                   });
+  return binary_op(
+      "div", a, b, [](auto x, auto y) { return x / y; },
+      [](const Tensor& g, const Tensor&, const Tensor& b, const Tensor& out, bool na, bool nb) {
+        return std::vector<Tensor>{na ? div(g, b) : Tensor(), nb ? neg(div(mul(g, out), b)) : Tensor()};
+      });
 }
 
 // ---- scalar and simple unary ops ---------------------------------------------------------------------------
@@ -232,7 +244,8 @@ Tensor add_scalar(const Tensor& x_in, double s) {
   check_input("add_scalar", x_in, "x");
   Tensor x = cont(x_in);
   float sf = float(s);
-  Tensor y = map_unary("add_scalar", x, [sf](float v) { return v + sf; }, [s](auto v) { return v + decltype(v)(s); });
+  Tensor y = map_unary(
+      "add_scalar", x, [sf](float v) { return v + sf; }, [s](auto v) { return v + decltype(v)(s); });
   record_unary("add_scalar", x_in, y, [](const Tensor& g) { return g; });
   return y;
 }
@@ -242,7 +255,8 @@ Tensor mul_scalar(const Tensor& x_in, double s) {
   check_input("mul_scalar", x_in, "x");
   Tensor x = cont(x_in);
   float sf = float(s);
-  Tensor y = map_unary("mul_scalar", x, [sf](float v) { return v * sf; }, [s](auto v) { return v * decltype(v)(s); });
+  Tensor y = map_unary(
+      "mul_scalar", x, [sf](float v) { return v * sf; }, [s](auto v) { return v * decltype(v)(s); });
   record_unary("mul_scalar", x_in, y, [s](const Tensor& g) { return mul_scalar(g, s); });
   return y;
 }
@@ -251,7 +265,8 @@ Tensor neg(const Tensor& x_in) {
   if (x_in.device() == Device::cuda) return detail::unary_cuda("neg", detail::CudaUnary::neg, x_in);
   check_input("neg", x_in, "x");
   Tensor x = cont(x_in);
-  Tensor y = map_unary("neg", x, [](float v) { return -v; }, [](auto v) { return -v; });
+  Tensor y = map_unary(
+      "neg", x, [](float v) { return -v; }, [](auto v) { return -v; });
   record_unary("neg", x_in, y, [](const Tensor& g) { return neg(g); });
   return y;
 }
@@ -260,7 +275,8 @@ Tensor exp(const Tensor& x_in) {
   if (x_in.device() == Device::cuda) return detail::unary_cuda("exp", detail::CudaUnary::exp, x_in);
   check_input("exp", x_in, "x");
   Tensor x = cont(x_in);
-  Tensor y = map_unary("exp", x, [](float v) { return fm::exp(v); }, [](auto v) { return std::exp(v); });
+  Tensor y = map_unary(
+      "exp", x, [](float v) { return fm::exp(v); }, [](auto v) { return std::exp(v); });
   Tensor y_d = y.detach();
   record_unary("exp", x_in, y, [y_d](const Tensor& g) { return mul(g, y_d); });
   return y;
@@ -269,7 +285,8 @@ Tensor exp(const Tensor& x_in) {
 Tensor log(const Tensor& x_in) {
   check_input("log", x_in, "x");
   Tensor x = cont(x_in);
-  Tensor y = map_unary("log", x, [](float v) { return fm::log(v); }, [](auto v) { return std::log(v); });
+  Tensor y = map_unary(
+      "log", x, [](float v) { return fm::log(v); }, [](auto v) { return std::log(v); });
   record_unary("log", x_in, y, [x](const Tensor& g) { return div(g, x); });
   return y;
 }
@@ -278,7 +295,7 @@ Tensor sqrt(const Tensor& x_in) {
   check_input("sqrt", x_in, "x");
   Tensor x = cont(x_in);
   Tensor y;
-  if (detail::use_fast(x.dtype())) {  // GCC will not vectorise std::sqrt (errno), so use vsqrtps directly
+  if (detail::use_fast(x.dtype())) {          // GCC will not vectorise std::sqrt (errno), so use vsqrtps directly
     y = Tensor::empty(x.shape(), x.dtype());  // same shape as x
     const float* xp = x.data<float>();
     float* yp = y.data<float>();
@@ -290,7 +307,8 @@ Tensor sqrt(const Tensor& x_in) {
       for (; i < e; ++i) yp[i] = std::sqrt(xp[i]);
     });
   } else {
-    y = map_unary("sqrt", x, [](float v) { return std::sqrt(v); }, [](auto v) { return std::sqrt(v); });
+    y = map_unary(
+        "sqrt", x, [](float v) { return std::sqrt(v); }, [](auto v) { return std::sqrt(v); });
   }
   Tensor y_d = y.detach();
   record_unary("sqrt", x_in, y, [y_d](const Tensor& g) { return div(g, mul_scalar(y_d, 2.0)); });
@@ -300,7 +318,8 @@ Tensor sqrt(const Tensor& x_in) {
 Tensor square(const Tensor& x_in) {
   check_input("square", x_in, "x");
   Tensor x = cont(x_in);
-  Tensor y = map_unary("square", x, [](float v) { return v * v; }, [](auto v) { return v * v; });
+  Tensor y = map_unary(
+      "square", x, [](float v) { return v * v; }, [](auto v) { return v * v; });
   record_unary("square", x_in, y, [x](const Tensor& g) { return mul(g, mul_scalar(x, 2.0)); });
   return y;
 }
@@ -309,11 +328,13 @@ Tensor square(const Tensor& x_in) {
 Tensor sigmoid(const Tensor& x_in) {
   check_input("sigmoid", x_in, "x");
   Tensor x = cont(x_in);
-  Tensor y = map_unary("sigmoid", x, [](float v) { return fm::sigmoid(v); }, [](auto v) { return ref::sigmoid(v); });
+  Tensor y = map_unary(
+      "sigmoid", x, [](float v) { return fm::sigmoid(v); }, [](auto v) { return ref::sigmoid(v); });
   Tensor y_d = y.detach();
   record_unary("sigmoid", x_in, y, [y_d](const Tensor& g) {
-    return map_grad("sigmoid_backward", y_d, g, [](float s) { return s * (1.0f - s); },
-                    [](auto s) { return ref::d_sigmoid_from_y(s); });
+    return map_grad(
+        "sigmoid_backward", y_d, g, [](float s) { return s * (1.0f - s); },
+        [](auto s) { return ref::d_sigmoid_from_y(s); });
   });
   return y;
 }
@@ -321,11 +342,12 @@ Tensor sigmoid(const Tensor& x_in) {
 Tensor tanh(const Tensor& x_in) {
   check_input("tanh", x_in, "x");
   Tensor x = cont(x_in);
-  Tensor y = map_unary("tanh", x, [](float v) { return fm::tanh(v); }, [](auto v) { return std::tanh(v); });
+  Tensor y = map_unary(
+      "tanh", x, [](float v) { return fm::tanh(v); }, [](auto v) { return std::tanh(v); });
   Tensor y_d = y.detach();
   record_unary("tanh", x_in, y, [y_d](const Tensor& g) {
-    return map_grad("tanh_backward", y_d, g, [](float t) { return 1.0f - t * t; },
-                    [](auto t) { return ref::d_tanh_from_y(t); });
+    return map_grad(
+        "tanh_backward", y_d, g, [](float t) { return 1.0f - t * t; }, [](auto t) { return ref::d_tanh_from_y(t); });
   });
   return y;
 }
@@ -333,10 +355,11 @@ Tensor tanh(const Tensor& x_in) {
 Tensor relu(const Tensor& x_in) {
   check_input("relu", x_in, "x");
   Tensor x = cont(x_in);
-  Tensor y = map_unary("relu", x, [](float v) { return v < 0.0f ? 0.0f : v; }, [](auto v) { return ref::relu(v); });
+  Tensor y = map_unary(
+      "relu", x, [](float v) { return v < 0.0f ? 0.0f : v; }, [](auto v) { return ref::relu(v); });
   record_unary("relu", x_in, y, [x](const Tensor& g) {
-    return map_grad("relu_backward", x, g, [](float v) { return v > 0.0f ? 1.0f : 0.0f; },
-                    [](auto v) { return ref::d_relu(v); });
+    return map_grad(
+        "relu_backward", x, g, [](float v) { return v > 0.0f ? 1.0f : 0.0f; }, [](auto v) { return ref::d_relu(v); });
   });
   return y;
 }
@@ -345,14 +368,16 @@ Tensor silu(const Tensor& x_in) {
   if (x_in.device() == Device::cuda) return detail::unary_cuda("silu", detail::CudaUnary::silu, x_in);
   check_input("silu", x_in, "x");
   Tensor x = cont(x_in);
-  Tensor y = map_unary("silu", x, [](float v) { return fm::silu(v); }, [](auto v) { return ref::silu(v); });
+  Tensor y = map_unary(
+      "silu", x, [](float v) { return fm::silu(v); }, [](auto v) { return ref::silu(v); });
   record_unary("silu", x_in, y, [x](const Tensor& g) {
-    return map_grad("silu_backward", x, g,
-                    [](float v) {
-                      float s = fm::sigmoid(v);
-                      return s * (1.0f + v * (1.0f - s));
-                    },
-                    [](auto v) { return ref::d_silu(v); });
+    return map_grad(
+        "silu_backward", x, g,
+        [](float v) {
+          float s = fm::sigmoid(v);
+          return s * (1.0f + v * (1.0f - s));
+        },
+        [](auto v) { return ref::d_silu(v); });
   });
   return y;
 }
@@ -360,11 +385,13 @@ Tensor silu(const Tensor& x_in) {
 Tensor gelu(const Tensor& x_in) {
   check_input("gelu", x_in, "x");
   Tensor x = cont(x_in);
-  Tensor y = map_unary("gelu", x, [](float v) { return v * fm::normal_cdf(v); }, [](auto v) { return ref::gelu(v); });
+  Tensor y = map_unary(
+      "gelu", x, [](float v) { return v * fm::normal_cdf(v); }, [](auto v) { return ref::gelu(v); });
   record_unary("gelu", x_in, y, [x](const Tensor& g) {
-    return map_grad("gelu_backward", x, g,
-                    [](float v) { return fm::normal_cdf(v) + v * 0.398942280401432678f * fm::exp(-0.5f * v * v); },
-                    [](auto v) { return ref::d_gelu(v); });
+    return map_grad(
+        "gelu_backward", x, g,
+        [](float v) { return fm::normal_cdf(v) + v * 0.398942280401432678f * fm::exp(-0.5f * v * v); },
+        [](auto v) { return ref::d_gelu(v); });
   });
   return y;
 }
@@ -376,11 +403,13 @@ Tensor softplus(const Tensor& x_in, double threshold) {
   SSM_CHECK(!std::isnan(threshold), "softplus", "threshold is NaN");
   Tensor x = cont(x_in);
   float tf = float(threshold);
-  Tensor y = map_unary("softplus", x, [tf](float v) { return fm::softplus(v, tf); },
-                       [threshold](auto v) { return ref::softplus(v, decltype(v)(threshold)); });
+  Tensor y = map_unary(
+      "softplus", x, [tf](float v) { return fm::softplus(v, tf); },
+      [threshold](auto v) { return ref::softplus(v, decltype(v)(threshold)); });
   record_unary("softplus", x_in, y, [x, threshold, tf](const Tensor& g) {
-    return map_grad("softplus_backward", x, g, [tf](float v) { return v > tf ? 1.0f : fm::sigmoid(v); },
-                    [threshold](auto v) { return ref::d_softplus(v, decltype(v)(threshold)); });
+    return map_grad(
+        "softplus_backward", x, g, [tf](float v) { return v > tf ? 1.0f : fm::sigmoid(v); },
+        [threshold](auto v) { return ref::d_softplus(v, decltype(v)(threshold)); });
   });
   return y;
 }
@@ -391,11 +420,13 @@ Tensor clamp(const Tensor& x_in, double lo, double hi) {
   SSM_CHECK(lo <= hi, "clamp", "lo (" + std::to_string(lo) + ") must be <= hi (" + std::to_string(hi) + ")");
   Tensor x = cont(x_in);
   float lf = float(lo), hf = float(hi);
-  Tensor y = map_unary("clamp", x, [lf, hf](float v) { return v < lf ? lf : (v > hf ? hf : v); },
-                       [lo, hi](auto v) { return ref::clamp(v, decltype(v)(lo), decltype(v)(hi)); });
+  Tensor y = map_unary(
+      "clamp", x, [lf, hf](float v) { return v < lf ? lf : (v > hf ? hf : v); },
+      [lo, hi](auto v) { return ref::clamp(v, decltype(v)(lo), decltype(v)(hi)); });
   record_unary("clamp", x_in, y, [x, lo, hi, lf, hf](const Tensor& g) {
-    return map_grad("clamp_backward", x, g, [lf, hf](float v) { return (v >= lf && v <= hf) ? 1.0f : 0.0f; },
-                    [lo, hi](auto v) { return ref::d_clamp(v, decltype(v)(lo), decltype(v)(hi)); });
+    return map_grad(
+        "clamp_backward", x, g, [lf, hf](float v) { return (v >= lf && v <= hf) ? 1.0f : 0.0f; },
+        [lo, hi](auto v) { return ref::d_clamp(v, decltype(v)(lo), decltype(v)(hi)); });
   });
   return y;
 }

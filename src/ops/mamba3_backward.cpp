@@ -26,7 +26,7 @@ constexpr int64_t kSeg = 32;  // tokens per recomputed segment
 template <typename T>
 struct Ptrs {
   const T *q, *k, *v, *adt, *dt, *trap, *qb, *kb, *ang, *D, *z, *th0, *S0, *k0, *v0;  // inputs (null = absent)
-  const T *dy, *dth, *dS, *dk, *dv;  // output grads (null = zero)
+  const T *dy, *dth, *dS, *dk, *dv;                                                   // output grads (null = zero)
 };
 
 template <typename T>
@@ -41,7 +41,7 @@ std::vector<Tensor> backward_impl(const std::vector<Tensor>& in, const std::vect
   const int64_t G = in[0].size(2), N = in[0].size(3), S = in[8].size(2), hpg = H / G;
   const DType dt = vt.dtype();
   Ptrs<T> a{};
-  const T** ins[] = {&a.q, &a.k,  &a.v,  &a.adt, &a.dt,  &a.trap, &a.qb, &a.kb,
+  const T** ins[] = {&a.q,   &a.k, &a.v, &a.adt, &a.dt, &a.trap, &a.qb, &a.kb,
                      &a.ang, &a.D, &a.z, &a.th0, &a.S0, &a.k0,   &a.v0};
   for (size_t i = 0; i < 15; ++i) *ins[i] = ptr_or_null<T>(in[i]);
   const T** gs[] = {&a.dy, &a.dth, &a.dS, &a.dk, &a.dv};
@@ -49,13 +49,13 @@ std::vector<Tensor> backward_impl(const std::vector<Tensor>& in, const std::vect
 
   // Per-(batch, head) gradients; shared ones are reduced below.
   Tensor dq_h = Tensor::zeros({B, L, H, N}, dt), dk_h = Tensor::zeros({B, L, H, N}, dt);  // [B, L, H, N]
-  Tensor dang_h = Tensor::zeros({B, L, H, S}, dt);                                          // [B, L, H, S]
-  Tensor dqb_h = Tensor::zeros({B, H, N}, dt), dkb_h = Tensor::zeros({B, H, N}, dt);        // [B, H, N]
-  Tensor dD_h = Tensor::zeros({B, H}, dt);                                                  // [B, H]
-  Tensor dv = Tensor::zeros({B, L, H, P}, dt), dz = Tensor::zeros({B, L, H, P}, dt);        // [B, L, H, P]
-  Tensor dadt = Tensor::zeros({B, L, H}, dt), ddt = Tensor::zeros({B, L, H}, dt);           // [B, L, H]
-  Tensor dtrap = Tensor::zeros({B, L, H}, dt);                                              // [B, L, H]
-  Tensor dth0 = Tensor::zeros({B, H, S}, dt), dS0 = Tensor::zeros({B, H, P, N}, dt);        // initial state
+  Tensor dang_h = Tensor::zeros({B, L, H, S}, dt);                                        // [B, L, H, S]
+  Tensor dqb_h = Tensor::zeros({B, H, N}, dt), dkb_h = Tensor::zeros({B, H, N}, dt);      // [B, H, N]
+  Tensor dD_h = Tensor::zeros({B, H}, dt);                                                // [B, H]
+  Tensor dv = Tensor::zeros({B, L, H, P}, dt), dz = Tensor::zeros({B, L, H, P}, dt);      // [B, L, H, P]
+  Tensor dadt = Tensor::zeros({B, L, H}, dt), ddt = Tensor::zeros({B, L, H}, dt);         // [B, L, H]
+  Tensor dtrap = Tensor::zeros({B, L, H}, dt);                                            // [B, L, H]
+  Tensor dth0 = Tensor::zeros({B, H, S}, dt), dS0 = Tensor::zeros({B, H, P, N}, dt);      // initial state
   Tensor dk0 = Tensor::zeros({B, H, N}, dt), dv0 = Tensor::zeros({B, H, P}, dt);
   T *o_dq = dq_h.data<T>(), *o_dk = dk_h.data<T>(), *o_dang = dang_h.data<T>(), *o_dqb = dqb_h.data<T>(),
     *o_dkb = dkb_h.data<T>(), *o_dD = dD_h.data<T>(), *o_dv = dv.data<T>(), *o_dz = dz.data<T>(),
@@ -132,7 +132,7 @@ std::vector<Tensor> backward_impl(const std::vector<Tensor>& in, const std::vect
         }
         for (int64_t t = t1 - 1; t >= t0; --t) {
           const int64_t bt = b * L + t;
-          const T* Sc = seg.data() + (t - t0) * PN;                                    // S_t
+          const T* Sc = seg.data() + (t - t0) * PN;                                     // S_t
           const T* Sp = t > t0 ? seg.data() + (t - t0 - 1) * PN : ck.data() + sg * PN;  // S_{t-1}
           const T *q = qr.data() + t * N, *kc = kr.data() + t * N, *vc = a.v + at(t) * P;
           const T *kp = kprev(t), *vp = vprev(t);
@@ -243,15 +243,14 @@ std::vector<Tensor> backward_impl(const std::vector<Tensor>& in, const std::vect
       rD[h] += o_dD[b * H + h];
     }
   auto keep = [&](size_t idx, const Tensor& grad) { return in[idx].defined() ? grad : Tensor(); };
-  return {dq,           dk,          dv,           dadt,         ddt,          dtrap,        dqb,         dkb,
-          dang,         keep(9, dD), keep(10, dz), keep(11, dth0), keep(12, dS0), keep(13, dk0), keep(14, dv0)};
+  return {dq,   dk,          dv,           dadt,           ddt,           dtrap,         dqb,          dkb,
+          dang, keep(9, dD), keep(10, dz), keep(11, dth0), keep(12, dS0), keep(13, dk0), keep(14, dv0)};
 }
 
 }  // namespace
 
 std::vector<Tensor> mamba3_siso_backward(const std::vector<Tensor>& in, const std::vector<Tensor>& grads) {
-  return dispatch_float("mamba3_siso_scan", in[2].dtype(),
-                        [&]<typename T>() { return backward_impl<T>(in, grads); });
+  return dispatch_float("mamba3_siso_scan", in[2].dtype(), [&]<typename T>() { return backward_impl<T>(in, grads); });
 }
 
 }  // namespace ssm::detail

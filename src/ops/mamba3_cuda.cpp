@@ -12,9 +12,7 @@
 namespace ssm::detail {
 
 #ifndef SSM_HAVE_CUDA
-Mamba3SisoOut mamba3_siso_cuda(const Mamba3SisoArgs&) {
-  fail_no_cuda("mamba3_siso_scan");
-}
+Mamba3SisoOut mamba3_siso_cuda(const Mamba3SisoArgs&) { fail_no_cuda("mamba3_siso_scan"); }
 #else
 Mamba3SisoOut mamba3_siso_cuda(const Mamba3SisoArgs& a) {
   const char* op = "mamba3_siso_scan";

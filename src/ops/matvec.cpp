@@ -72,16 +72,15 @@ inline void tile(const float* x, int64_t I, const void* w, int64_t o, const floa
 }
 
 template <int WK, int NR, int NO>
-void rows(const float* x, int64_t I, const void* w, const float* bias, float* y, int64_t ldy, int64_t o0,
-          int64_t o1) {
+void rows(const float* x, int64_t I, const void* w, const float* bias, float* y, int64_t ldy, int64_t o0, int64_t o1) {
   int64_t o = o0;
   for (; o + NO <= o1; o += NO) tile<WK, NR, NO>(x, I, w, o, bias, y, ldy);
   for (; o < o1; ++o) tile<WK, NR, 1>(x, I, w, o, bias, y, ldy);
 }
 
 template <int WK>
-void matvec_t(const float* x, int64_t R, int64_t I, const void* w, const float* bias, float* y, int64_t ldy,
-              int64_t o0, int64_t o1) {
+void matvec_t(const float* x, int64_t R, int64_t I, const void* w, const float* bias, float* y, int64_t ldy, int64_t o0,
+              int64_t o1) {
   // Several rows of x: chunks of ~32 KiB of weights, read from memory once and from L1 after.
   const int64_t esize = WK == 0 ? 4 : 2;
   int64_t chunk = (int64_t(1) << 15) / (I > 0 ? I * esize : 1);
@@ -163,7 +162,8 @@ void matvec_parallel(const float* x, int64_t R, int64_t I, const void* w, Weight
   // At least ~32 KiB of weights per thread; the lambda holds one pointer, so std::function does
   // not allocate.
   const int64_t grain = std::max<int64_t>(4, (int64_t(1) << 15) / std::max<int64_t>(I, 1));
-  parallel_for(O, grain, [&a](int64_t o0, int64_t o1) { matvec(a.x, a.R, a.I, a.w, a.wk, a.bias, a.y, a.ldy, o0, o1); });
+  parallel_for(O, grain,
+               [&a](int64_t o0, int64_t o1) { matvec(a.x, a.R, a.I, a.w, a.wk, a.bias, a.y, a.ldy, o0, o1); });
 }
 
 int64_t bf16_gemm_panel_elems(int64_t K) { return (K + 1) / 2 * 96; }

@@ -93,8 +93,8 @@ inline __m512bh x32(const float* x, __mmask16 lo, __mmask16 hi) {
 }
 
 template <int NR, int NO>
-inline void tile_dp(const float* x, int64_t I, const uint16_t* w, int64_t o, int64_t o_end, const float* bias,
-                    float* y, int64_t ldy) {
+inline void tile_dp(const float* x, int64_t I, const uint16_t* w, int64_t o, int64_t o_end, const float* bias, float* y,
+                    int64_t ldy) {
   constexpr int U = NR * NO >= 8 ? 1 : 8 / (NR * NO);
   constexpr int64_t step = 32 * U;
   const uint16_t* wb = w + o * I;
@@ -139,8 +139,7 @@ inline void tile_dp(const float* x, int64_t I, const uint16_t* w, int64_t o, int
 }
 
 template <int WK, int NR, int NO>
-void rows(const float* x, int64_t I, const void* w, const float* bias, float* y, int64_t ldy, int64_t o0,
-          int64_t o1) {
+void rows(const float* x, int64_t I, const void* w, const float* bias, float* y, int64_t ldy, int64_t o0, int64_t o1) {
   int64_t o = o0;
   if constexpr (WK == kBf16Dp) {
     const auto* wh = static_cast<const uint16_t*>(w);
@@ -153,8 +152,8 @@ void rows(const float* x, int64_t I, const void* w, const float* bias, float* y,
 }
 
 template <int WK>
-void matvec_t(const float* x, int64_t R, int64_t I, const void* w, const float* bias, float* y, int64_t ldy,
-              int64_t o0, int64_t o1) {
+void matvec_t(const float* x, int64_t R, int64_t I, const void* w, const float* bias, float* y, int64_t ldy, int64_t o0,
+              int64_t o1) {
   // With several rows of x, walk the weight rows in chunks of ~32 KiB so each chunk is read from
   // memory once and from L1 for the other row groups.
   int64_t chunk = (int64_t(1) << 15) / (I > 0 ? I * kElemBytes<WK> : 1);
@@ -255,8 +254,7 @@ void micro(const uint16_t* xb, int64_t Kp, const uint16_t* panel, float* y, int6
 }  // namespace
 
 bool supported() {
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl");
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
 }
 bool supported_bf16() { return supported() && __builtin_cpu_supports("avx512bf16"); }
 
@@ -270,8 +268,8 @@ void matvec(const float* x, int64_t R, int64_t I, const void* w, int wk, const f
     matvec_t<2>(x, R, I, w, bias, y, ldy, o0, o1);
 }
 
-void matvec_bf16_dp(const float* x, int64_t R, int64_t I, const uint16_t* w, const float* bias, float* y,
-                    int64_t ldy, int64_t o0, int64_t o1) {
+void matvec_bf16_dp(const float* x, int64_t R, int64_t I, const uint16_t* w, const float* bias, float* y, int64_t ldy,
+                    int64_t o0, int64_t o1) {
   matvec_t<kBf16Dp>(x, R, I, w, bias, y, ldy, o0, o1);
 }
 

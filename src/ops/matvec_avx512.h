@@ -13,8 +13,8 @@ void matvec(const float* x, int64_t R, int64_t I, const void* w, int wk, const f
             int64_t o0, int64_t o1);
 // matvec with bf16 weights and x rounded to bf16 (nearest even), products summed in f32 with
 // VDPBF16PS; needs supported_bf16().
-void matvec_bf16_dp(const float* x, int64_t R, int64_t I, const uint16_t* w, const float* bias, float* y,
-                    int64_t ldy, int64_t o0, int64_t o1);
+void matvec_bf16_dp(const float* x, int64_t R, int64_t I, const uint16_t* w, const float* bias, float* y, int64_t ldy,
+                    int64_t o0, int64_t o1);
 // out[M, Kp] = x[M, K] rounded to bf16 (nearest even), Kp = K rounded up to even, padding zero.
 void round_bf16(const float* x, int64_t M, int64_t K, uint16_t* out);
 void bf16_gemm(const uint16_t* xb, int64_t M, int64_t K, const uint16_t* w, float* y, int64_t ldy, int64_t n0,

@@ -8,8 +8,8 @@
 namespace ssm::detail {
 
 // The one greppable line for a backend that lacks an op.
-#define SSM_NO_CUDA(op, t)                                                                           \
-  SSM_CHECK((t).device() == ::ssm::Device::cpu, op,                                                   \
+#define SSM_NO_CUDA(op, t)                          \
+  SSM_CHECK((t).device() == ::ssm::Device::cpu, op, \
             "no CUDA kernel for this op yet; move the tensors to the CPU (tensor.to(Device::cpu))")
 
 inline void check_defined(const char* op, const Tensor& t, const char* name) {
@@ -40,7 +40,8 @@ inline int64_t wrap_dim(const char* op, int64_t dim, int64_t ndim) {
 }
 
 // Calls f.template operator()<T>() with T = float or double for the tensor's dtype.
-template <typename F> decltype(auto) dispatch_float(const char* op, DType t, F&& f) {
+template <typename F>
+decltype(auto) dispatch_float(const char* op, DType t, F&& f) {
   if (t == DType::f32) return f.template operator()<float>();
   if (t == DType::f64) return f.template operator()<double>();
   fail(op, std::string("unsupported dtype ") + dtype_name(t) + " (expected f32 or f64)");

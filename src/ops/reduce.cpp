@@ -39,8 +39,10 @@ std::vector<bool> reduced_flags(const char* op, const Tensor& x, const std::vect
 Shape reduced_shape(const Shape& s, const std::vector<bool>& red, bool keepdim) {
   Shape out;
   for (size_t k = 0; k < s.size(); ++k) {
-    if (!red[k]) out.push_back(s[k]);
-    else if (keepdim) out.push_back(1);
+    if (!red[k])
+      out.push_back(s[k]);
+    else if (keepdim)
+      out.push_back(1);
   }
   return out;
 }
@@ -75,7 +77,8 @@ void sum_fast(const Tensor& x, const std::vector<bool>& red, float* out, float s
   std::vector<bool> kind;
   for (size_t k = 0; k < red.size(); ++k) {
     if (x.shape()[k] == 1) continue;
-    if (!kind.empty() && kind.back() == red[k]) size.back() *= x.shape()[k];
+    if (!kind.empty() && kind.back() == red[k])
+      size.back() *= x.shape()[k];
     else {
       size.push_back(x.shape()[k]);
       kind.push_back(red[k]);
@@ -94,8 +97,10 @@ void sum_fast(const Tensor& x, const std::vector<bool>& red, float* out, float s
       if (kind[g]) {
         R = size[g];
         after = true;
-      } else if (after) K2 *= size[g];
-      else K1 *= size[g];
+      } else if (after)
+        K2 *= size[g];
+      else
+        K1 *= size[g];
     }
     sum_3d(x.data<float>(), K1, R, K2, out, scale);
     return;
@@ -125,12 +130,13 @@ Tensor sum_impl(const char* op, const Tensor& x_in, const std::vector<int64_t>& 
   Tensor x = cont(x_in);
   Tensor out = Tensor::empty(reduced_shape(x.shape(), red, keepdim), x.dtype());  // x's shape minus dims
   if (detail::use_fast(x.dtype())) {
-    if (count == 0) out.fill_(is_mean ? scale : 0.0);
-    else sum_fast(x, red, out.data<float>(), float(scale));
+    if (count == 0)
+      out.fill_(is_mean ? scale : 0.0);
+    else
+      sum_fast(x, red, out.data<float>(), float(scale));
   } else {
-    detail::dispatch_float(op, x.dtype(), [&]<typename T>() {
-      ref::sum_dims<T>(x.data<T>(), x.shape(), red, out.data<T>(), scale);
-    });
+    detail::dispatch_float(op, x.dtype(),
+                           [&]<typename T>() { ref::sum_dims<T>(x.data<T>(), x.shape(), red, out.data<T>(), scale); });
   }
   if (autograd::needs_grad({&x_in})) {
     Shape xs = x.shape(), ks = reduced_shape(x.shape(), red, true);
@@ -201,7 +207,8 @@ void max_impl(const char* op, const Tensor& x, int64_t d, Tensor* val, Tensor* a
   int64_t n = x.shape()[size_t(d)], outer = 1, inner = 1;
   for (int64_t k = 0; k < d; ++k) outer *= x.shape()[size_t(k)];
   for (int64_t k = d + 1; k < x.dim(); ++k) inner *= x.shape()[size_t(k)];
-  SSM_CHECK(n > 0, op, "cannot reduce dimension " + std::to_string(d) + " of size 0 (shape " + shape_str(x.shape()) + ")");
+  SSM_CHECK(n > 0, op,
+            "cannot reduce dimension " + std::to_string(d) + " of size 0 (shape " + shape_str(x.shape()) + ")");
   int64_t* ap = arg ? arg->data<int64_t>() : nullptr;
   if (detail::use_fast(x.dtype())) {
     max_fast(x.data<float>(), outer, n, inner, val ? val->data<float>() : nullptr, ap);

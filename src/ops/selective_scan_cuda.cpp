@@ -10,9 +10,7 @@
 namespace ssm::detail {
 
 #ifndef SSM_HAVE_CUDA
-ScanOut selective_scan_cuda(const SelectiveScanArgs&) {
-  fail_no_cuda("selective_scan");
-}
+ScanOut selective_scan_cuda(const SelectiveScanArgs&) { fail_no_cuda("selective_scan"); }
 #else
 namespace {
 constexpr const char* kOp = "selective_scan";
@@ -100,8 +98,8 @@ ScanOut selective_scan_cuda(const SelectiveScanArgs& a) {
   const Device dev = Device::cuda;
   const int64_t Bsz = a.u.size(0), L = a.u.size(1), D = a.u.size(2), N = a.A.size(1);
   const bool grad = autograd::needs_grad(orig);
-  Tensor y = Tensor::empty({Bsz, L, D}, act, dev);              // [B, L, D]
-  Tensor hT = Tensor::empty({Bsz, D, N}, DType::f32, dev);      // [B, D, N]
+  Tensor y = Tensor::empty({Bsz, L, D}, act, dev);          // [B, L, D]
+  Tensor hT = Tensor::empty({Bsz, D, N}, DType::f32, dev);  // [B, D, N]
   Tensor ckpt = grad ? Tensor::empty({Bsz, (L + cuda::kScanCkpt - 1) / cuda::kScanCkpt, D, N}, DType::f32, dev)
                      : Tensor();  // [B, chunks, D, N]: the state before each chunk
   cuda::ScanFwdArgs f = fwd_args(orig, a.delta_softplus);

@@ -27,7 +27,8 @@ int64_t prod(const Shape& s, size_t from, size_t to) {
 }
 
 // Calls f.template operator()<U>() with U an unsigned integer of the dtype's size (bit copies).
-template <typename F> void dispatch_bits(DType t, F&& f) {
+template <typename F>
+void dispatch_bits(DType t, F&& f) {
   switch (dtype_size(t)) {
     case 1: f.template operator()<uint8_t>(); break;
     case 2: f.template operator()<uint16_t>(); break;
@@ -83,8 +84,9 @@ Tensor concat(const std::vector<Tensor>& xs_in, int64_t dim) {
   out_shape[size_t(d)] = 0;
   for (size_t i = 0; i < xs_in.size(); ++i) {
     const Tensor& x = xs_in[i];
-    SSM_CHECK(x.dtype() == x0.dtype(), op,
-              "tensor " + std::to_string(i) + " is " + dtype_name(x.dtype()) + " but tensor 0 is " + dtype_name(x0.dtype()));
+    SSM_CHECK(
+        x.dtype() == x0.dtype(), op,
+        "tensor " + std::to_string(i) + " is " + dtype_name(x.dtype()) + " but tensor 0 is " + dtype_name(x0.dtype()));
     SSM_CHECK(x.dim() == x0.dim() && same_outside(x.shape(), x0.shape(), d), op,
               "tensor " + std::to_string(i) + " has shape " + shape_str(x.shape()) + ", incompatible with " +
                   shape_str(x0.shape()) + " outside dimension " + std::to_string(d));
@@ -219,17 +221,18 @@ Tensor scatter_add(const Tensor& x_in, int64_t dim, const Tensor& index_in, cons
     const int64_t nb = (inner + kCols - 1) / kCols;
     const float* sp = src.data<float>();
     float* optr = out.data<float>();
-    parallel_for(outer * nb, std::max<int64_t>(1, kGrain / std::max<int64_t>(ni * kCols, 1)), [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t) {
-        int64_t o = t / nb, c0 = (t % nb) * kCols, c1 = std::min(inner, c0 + kCols);
-        float* oo = optr + o * nx * inner;
-        for (int64_t j = 0; j < ni; ++j) {
-          const int64_t* ir = ip + (o * ni + j) * inner;
-          const float* sr = sp + (o * ni + j) * inner;
-          for (int64_t k = c0; k < c1; ++k) oo[ir[k] * inner + k] += sr[k];
-        }
-      }
-    });
+    parallel_for(outer * nb, std::max<int64_t>(1, kGrain / std::max<int64_t>(ni * kCols, 1)),
+                 [&](int64_t b, int64_t e) {
+                   for (int64_t t = b; t < e; ++t) {
+                     int64_t o = t / nb, c0 = (t % nb) * kCols, c1 = std::min(inner, c0 + kCols);
+                     float* oo = optr + o * nx * inner;
+                     for (int64_t j = 0; j < ni; ++j) {
+                       const int64_t* ir = ip + (o * ni + j) * inner;
+                       const float* sr = sp + (o * ni + j) * inner;
+                       for (int64_t k = c0; k < c1; ++k) oo[ir[k] * inner + k] += sr[k];
+                     }
+                   }
+                 });
   } else {
     detail::dispatch_float(op, out.dtype(), [&]<typename T>() {
       ref::scatter_add<T>(out.data<T>(), out.shape(), d, ip, index.shape(), src.data<T>(), src.shape());
@@ -245,7 +248,7 @@ Tensor scatter_add(const Tensor& x_in, int64_t dim, const Tensor& index_in, cons
                        if (need_x) r[0] = gs[0];
                        if (need_src) {
                          Tensor gsrc = gather(gs[0], d, index);  // index's shape
-                         if (gsrc.shape() != ss) {                // src larger than index: zeros elsewhere
+                         if (gsrc.shape() != ss) {               // src larger than index: zeros elsewhere
                            Tensor full = Tensor::zeros(ss, gsrc.dtype());
                            Tensor view = full;
                            for (size_t k = 0; k < ss.size(); ++k) view = view.narrow(int64_t(k), 0, gsrc.shape()[k]);

@@ -91,9 +91,8 @@ Tensor softmax_impl(const char* op, const Tensor& x_in, int64_t dim, bool log) {
     if (detail::use_fast(x.dtype())) {
       softmax_fast(x.data<float>(), y.data<float>(), outer, n, inner, log);
     } else {
-      detail::dispatch_float(op, x.dtype(), [&]<typename T>() {
-        ref::softmax_dim<T>(x.data<T>(), outer, n, inner, y.data<T>(), log);
-      });
+      detail::dispatch_float(
+          op, x.dtype(), [&]<typename T>() { ref::softmax_dim<T>(x.data<T>(), outer, n, inner, y.data<T>(), log); });
     }
   }
   if (autograd::needs_grad({&x_in})) {
@@ -174,14 +173,14 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets_in, int64_t 
       tv[size_t(i)] = on ? tp[i] : 0;
     }
     Tensor scale = Tensor::from_vector(sv, {N, 1}).to(logits.dtype());  // [N, 1]
-    Tensor safe_t = Tensor::from_vector(tv, {N, 1});                     // [N, 1] i64
+    Tensor safe_t = Tensor::from_vector(tv, {N, 1});                    // [N, 1] i64
     Shape ls = logits.shape();
     autograd::record(op, {logits_in}, {&out},
                      [logits, scale, safe_t, ls, N, V](const std::vector<Tensor>& gs) -> std::vector<Tensor> {
                        if (!gs[0].defined()) return {Tensor()};
-                       Tensor w = mul(scale, gs[0].to(scale.dtype()));               // [N, 1]
-                       Tensor p = mul(softmax(logits.reshape({N, V}), -1), w);       // [N, V]
-                       return {scatter_add(p, 1, safe_t, neg(w)).reshape(ls)};      // [..., V]
+                       Tensor w = mul(scale, gs[0].to(scale.dtype()));          // [N, 1]
+                       Tensor p = mul(softmax(logits.reshape({N, V}), -1), w);  // [N, V]
+                       return {scatter_add(p, 1, safe_t, neg(w)).reshape(ls)};  // [..., V]
                      });
   }
   return out;

@@ -53,12 +53,11 @@ ScanOut ssd_scan_cuda(const SSDArgs& a) {
   const char* op = "ssd_scan";
   no_grad(op, {a.x, a.A, a.B, a.C, a.initial_state});
   const DType act = a.x.dtype();
-  const int64_t Bsz = a.x.size(0), L = a.x.size(1), H = a.x.size(2), P = a.x.size(3), G = a.B.size(2),
-                N = a.B.size(3);
+  const int64_t Bsz = a.x.size(0), L = a.x.size(1), H = a.x.size(2), P = a.x.size(3), G = a.B.size(2), N = a.B.size(3);
   Tensor x = cont(a.x, act), A = cont(a.A, DType::f32), B = cont(a.B, act), C = cont(a.C, act);
   Tensor h0 = cont(a.initial_state, DType::f32);
-  Tensor y = Tensor::empty({Bsz, L, H, P}, act, kGpu);             // [B, L, H, P]
-  Tensor hT = Tensor::empty({Bsz, H, P, N}, DType::f32, kGpu);     // [B, H, P, N]
+  Tensor y = Tensor::empty({Bsz, L, H, P}, act, kGpu);          // [B, L, H, P]
+  Tensor hT = Tensor::empty({Bsz, H, P, N}, DType::f32, kGpu);  // [B, H, P, N]
   cuda::SSDFwdArgs f;
   f.act = act;
   f.x = x.raw_data();

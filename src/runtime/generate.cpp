@@ -32,14 +32,22 @@ size_t utf8_step(std::string_view s, size_t i, bool* ok, bool* truncated) {
   }
   size_t need;
   unsigned char lo = 0x80, hi = 0xBF;
-  if (c >= 0xC2 && c <= 0xDF) need = 1;
-  else if (c == 0xE0) need = 2, lo = 0xA0;
-  else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) need = 2;
-  else if (c == 0xED) need = 2, hi = 0x9F;
-  else if (c == 0xF0) need = 3, lo = 0x90;
-  else if (c >= 0xF1 && c <= 0xF3) need = 3;
-  else if (c == 0xF4) need = 3, hi = 0x8F;
-  else return 1;
+  if (c >= 0xC2 && c <= 0xDF)
+    need = 1;
+  else if (c == 0xE0)
+    need = 2, lo = 0xA0;
+  else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF)
+    need = 2;
+  else if (c == 0xED)
+    need = 2, hi = 0x9F;
+  else if (c == 0xF0)
+    need = 3, lo = 0x90;
+  else if (c >= 0xF1 && c <= 0xF3)
+    need = 3;
+  else if (c == 0xF4)
+    need = 3, hi = 0x8F;
+  else
+    return 1;
   for (size_t j = 1; j <= need; ++j) {
     if (i + j >= s.size()) {
       *truncated = true;
@@ -207,8 +215,10 @@ GenerateResult Generator::generate(const std::vector<std::vector<int32_t>>& prom
       ev.token = tok;
       const bool is_eos = std::find(eos.begin(), eos.end(), tok) != eos.end();
       if (tok_ && !is_eos) ev.text = streams[size_t(s)].push(tok_->decode_token(tok));
-      if (is_eos) res.finish[size_t(s)] = "eos";
-      else if (streams[size_t(s)].stopped()) res.finish[size_t(s)] = "stop";
+      if (is_eos)
+        res.finish[size_t(s)] = "eos";
+      else if (streams[size_t(s)].stopped())
+        res.finish[size_t(s)] = "stop";
       ev.last = is_eos || streams[size_t(s)].stopped() ||
                 (opts.max_new_tokens > 0 && int64_t(res.tokens[size_t(s)].size()) >= opts.max_new_tokens);
       if (ev.last) {
@@ -290,8 +300,9 @@ Device parse_device(const std::string& s, bool cpu_fallback) {
   SSM_CHECK(s == "cuda", "device", "unknown device '" + s + "' (expected cpu or cuda)");
   if (cuda_device_count() > 0) return Device::cuda;
   SSM_CHECK(cpu_fallback, "device", "no CUDA device found; use --device cpu");
-  std::fprintf(stderr, "warning: --device cuda: no CUDA device found (or this build has no CUDA backend); "
-                       "running on the CPU\n");
+  std::fprintf(stderr,
+               "warning: --device cuda: no CUDA device found (or this build has no CUDA backend); "
+               "running on the CPU\n");
   return Device::cpu;
 }
 

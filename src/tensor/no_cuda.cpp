@@ -7,9 +7,7 @@
 namespace ssm {
 void* cuda_alloc(size_t) { fail_no_cuda("cuda"); }
 void cuda_free(void*) {}
-void cuda_memcpy(void*, const void*, size_t, bool, bool) {
-  fail_no_cuda("cuda");
-}
+void cuda_memcpy(void*, const void*, size_t, bool, bool) { fail_no_cuda("cuda"); }
 int cuda_device_count() { return 0; }
 uint64_t cuda_alloc_calls() { return 0; }
 void cuda_synchronize() {}

@@ -14,7 +14,7 @@ namespace ssm {
 
 void cuda_memcpy(void* dst, const void* src, size_t bytes, bool dst_on_device, bool src_on_device);
 void cuda_copy(const Tensor& dst, const Tensor& src);  // src/ops/cuda_ops.cpp: strided or casting copies
-void cuda_memset0(void* p, size_t bytes);             // src/backend/cuda/device.cu
+void cuda_memset0(void* p, size_t bytes);              // src/backend/cuda/device.cu
 
 std::string shape_str(const Shape& s) {
   std::string r = "[";
@@ -150,12 +150,10 @@ void for_each_run(const Shape& shape, const Shape& dst_strides, size_t dsize, co
   }
 }
 
-void record_unary(const char* name, const Tensor& in, Tensor& out,
-                  std::function<Tensor(const Tensor& g)> back) {
+void record_unary(const char* name, const Tensor& in, Tensor& out, std::function<Tensor(const Tensor& g)> back) {
   if (!autograd::needs_grad({&in})) return;
-  autograd::record(name, {in}, {&out}, [back](const std::vector<Tensor>& g) -> std::vector<Tensor> {
-    return {back(g[0])};
-  });
+  autograd::record(name, {in}, {&out},
+                   [back](const std::vector<Tensor>& g) -> std::vector<Tensor> { return {back(g[0])}; });
 }
 }  // namespace
 
@@ -169,7 +167,8 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   check_shape_valid(shape);
   size_t bytes = size_t(shape_numel(shape)) * dtype_size(dtype);
-  Tensor t(new_impl(Storage::allocate(bytes, device, device == Device::cpu), 0, shape, contiguous_strides(shape), dtype));
+  Tensor t(
+      new_impl(Storage::allocate(bytes, device, device == Device::cpu), 0, shape, contiguous_strides(shape), dtype));
   if (device != Device::cpu) cuda_memset0(t.raw_data(), bytes);
   return t;
 }
@@ -238,17 +237,33 @@ Tensor Tensor::from_storage(std::shared_ptr<Storage> storage, size_t byte_offset
 
 // ---- accessors --------------------------------------------------------------------------------------
 #define SSM_IMPL_CHECK() SSM_CHECK(impl_ != nullptr, "tensor", "use of an undefined tensor")
-const Shape& Tensor::shape() const { SSM_IMPL_CHECK(); return impl_->shape; }
-const Shape& Tensor::strides() const { SSM_IMPL_CHECK(); return impl_->strides; }
-DType Tensor::dtype() const { SSM_IMPL_CHECK(); return impl_->dtype; }
-Device Tensor::device() const { SSM_IMPL_CHECK(); return impl_->storage->device(); }
-const std::shared_ptr<Storage>& Tensor::storage() const { SSM_IMPL_CHECK(); return impl_->storage; }
-size_t Tensor::byte_offset() const { SSM_IMPL_CHECK(); return impl_->byte_offset; }
+const Shape& Tensor::shape() const {
+  SSM_IMPL_CHECK();
+  return impl_->shape;
+}
+const Shape& Tensor::strides() const {
+  SSM_IMPL_CHECK();
+  return impl_->strides;
+}
+DType Tensor::dtype() const {
+  SSM_IMPL_CHECK();
+  return impl_->dtype;
+}
+Device Tensor::device() const {
+  SSM_IMPL_CHECK();
+  return impl_->storage->device();
+}
+const std::shared_ptr<Storage>& Tensor::storage() const {
+  SSM_IMPL_CHECK();
+  return impl_->storage;
+}
+size_t Tensor::byte_offset() const {
+  SSM_IMPL_CHECK();
+  return impl_->byte_offset;
+}
 int64_t Tensor::numel() const { return shape_numel(shape()); }
 
-int64_t Tensor::size(int64_t d) const {
-  return shape()[size_t(detail::wrap_dim("tensor.size", d, dim()))];
-}
+int64_t Tensor::size(int64_t d) const { return shape()[size_t(detail::wrap_dim("tensor.size", d, dim()))]; }
 
 void* Tensor::raw_data() const {
   SSM_IMPL_CHECK();
@@ -318,8 +333,9 @@ Tensor Tensor::transpose(int64_t a, int64_t b) const {
 }
 
 Tensor Tensor::permute(const std::vector<int64_t>& order) const {
-  SSM_CHECK(int64_t(order.size()) == dim(), "permute",
-            "order has " + std::to_string(order.size()) + " entries for a tensor of " + std::to_string(dim()) + " dims");
+  SSM_CHECK(
+      int64_t(order.size()) == dim(), "permute",
+      "order has " + std::to_string(order.size()) + " entries for a tensor of " + std::to_string(dim()) + " dims");
   Shape sh(order.size()), st(order.size());
   std::vector<int64_t> inv(order.size(), -1);
   for (size_t i = 0; i < order.size(); ++i) {
@@ -368,7 +384,8 @@ Tensor Tensor::select(int64_t d, int64_t index) const {
 }
 
 Tensor Tensor::expand(const Shape& target) const {
-  SSM_CHECK(int64_t(target.size()) >= dim(), "expand", "cannot expand " + shape_str(shape()) + " to " + shape_str(target));
+  SSM_CHECK(int64_t(target.size()) >= dim(), "expand",
+            "cannot expand " + shape_str(shape()) + " to " + shape_str(target));
   size_t lead = target.size() - shape().size();
   Shape st(target.size(), 0);
   for (size_t i = 0; i < target.size(); ++i) {
@@ -429,8 +446,7 @@ void Tensor::copy_(const Tensor& src_in) {
                  if (dt == stt && int64_t(ds) == dstep && int64_t(ss) == sstep) {
                    std::memcpy(d + doff, s + soff, size_t(n) * ds);
                  } else if (dt == stt && ds == 4) {
-                   for (int64_t i = 0; i < n; ++i)
-                     std::memcpy(d + doff + i * dstep, s + soff + i * sstep, 4);
+                   for (int64_t i = 0; i < n; ++i) std::memcpy(d + doff + i * dstep, s + soff + i * sstep, 4);
                  } else {
                    for (int64_t i = 0; i < n; ++i)
                      store_from_double(d + doff + i * dstep, dt, 0, load_as_double(s + soff + i * sstep, stt, 0));
@@ -523,16 +539,32 @@ bool Tensor::requires_grad() const { return impl_ && (impl_->requires_grad || im
 Tensor& Tensor::set_requires_grad(bool r) {
   SSM_IMPL_CHECK();
   SSM_CHECK(!impl_->grad_fn, "autograd", "requires_grad can only be set on leaf tensors");
-  SSM_CHECK(!r || dtype_is_float(dtype()), "autograd", std::string("a ") + dtype_name(dtype()) + " tensor cannot require grad");
+  SSM_CHECK(!r || dtype_is_float(dtype()), "autograd",
+            std::string("a ") + dtype_name(dtype()) + " tensor cannot require grad");
   impl_->requires_grad = r;
   return *this;
 }
 
-Tensor Tensor::grad() const { SSM_IMPL_CHECK(); return impl_->grad; }
-void Tensor::set_grad(const Tensor& g) { SSM_IMPL_CHECK(); impl_->grad = g; }
-void Tensor::zero_grad() { SSM_IMPL_CHECK(); impl_->grad = Tensor(); }
-const std::shared_ptr<autograd::Node>& Tensor::grad_fn() const { SSM_IMPL_CHECK(); return impl_->grad_fn; }
-int Tensor::output_nr() const { SSM_IMPL_CHECK(); return impl_->output_nr; }
+Tensor Tensor::grad() const {
+  SSM_IMPL_CHECK();
+  return impl_->grad;
+}
+void Tensor::set_grad(const Tensor& g) {
+  SSM_IMPL_CHECK();
+  impl_->grad = g;
+}
+void Tensor::zero_grad() {
+  SSM_IMPL_CHECK();
+  impl_->grad = Tensor();
+}
+const std::shared_ptr<autograd::Node>& Tensor::grad_fn() const {
+  SSM_IMPL_CHECK();
+  return impl_->grad_fn;
+}
+int Tensor::output_nr() const {
+  SSM_IMPL_CHECK();
+  return impl_->output_nr;
+}
 
 void Tensor::set_grad_fn(std::shared_ptr<autograd::Node> fn, int nr) {
   SSM_IMPL_CHECK();

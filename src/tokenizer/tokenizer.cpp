@@ -192,12 +192,8 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 4);
   switch (im.kind) {
-    case TokKind::bpe:
-      im.encode_bpe(text, out);
-      break;
-    case TokKind::chars:
-      im.encode_chars(text, out);
-      break;
+    case TokKind::bpe: im.encode_bpe(text, out); break;
+    case TokKind::chars: im.encode_chars(text, out); break;
     case TokKind::bytes:
       for (unsigned char c : text) out.push_back(int32_t(c));
       break;
@@ -250,12 +246,9 @@ bool Tokenizer::is_special(int32_t id) const {
 std::string Tokenizer::kind() const {
   if (!impl_) return "empty";
   switch (impl_->kind) {
-    case TokKind::bpe:
-      return "bpe";
-    case TokKind::bytes:
-      return "byte";
-    case TokKind::chars:
-      return "char";
+    case TokKind::bpe: return "bpe";
+    case TokKind::bytes: return "byte";
+    case TokKind::chars: return "char";
   }
   return "empty";
 }

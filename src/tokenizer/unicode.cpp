@@ -139,14 +139,11 @@ CharClass char_class(uint32_t cp) {
     case UTF8PROC_CATEGORY_LL:
     case UTF8PROC_CATEGORY_LT:
     case UTF8PROC_CATEGORY_LM:
-    case UTF8PROC_CATEGORY_LO:
-      return CharClass::letter;
+    case UTF8PROC_CATEGORY_LO: return CharClass::letter;
     case UTF8PROC_CATEGORY_ND:
     case UTF8PROC_CATEGORY_NL:
-    case UTF8PROC_CATEGORY_NO:
-      return CharClass::number;
-    default:
-      return CharClass::other;
+    case UTF8PROC_CATEGORY_NO: return CharClass::number;
+    default: return CharClass::other;
   }
 }
 
@@ -163,10 +160,8 @@ bool is_word_char(uint32_t cp) {
     case UTF8PROC_CATEGORY_ME:
     case UTF8PROC_CATEGORY_ND:
     case UTF8PROC_CATEGORY_NL:
-    case UTF8PROC_CATEGORY_PC:
-      return true;
-    default:
-      return false;
+    case UTF8PROC_CATEGORY_PC: return true;
+    default: return false;
   }
 }
 
@@ -177,20 +172,11 @@ std::string normalize(std::string_view s, NormForm form) {
   if (ascii) return std::string(s);  // every normalization form leaves ASCII unchanged
   int opts = UTF8PROC_STABLE;
   switch (form) {
-    case NormForm::nfc:
-      opts |= UTF8PROC_COMPOSE;
-      break;
-    case NormForm::nfd:
-      opts |= UTF8PROC_DECOMPOSE;
-      break;
-    case NormForm::nfkc:
-      opts |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
-      break;
-    case NormForm::nfkd:
-      opts |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
-      break;
-    case NormForm::none:
-      break;
+    case NormForm::nfc: opts |= UTF8PROC_COMPOSE; break;
+    case NormForm::nfd: opts |= UTF8PROC_DECOMPOSE; break;
+    case NormForm::nfkc: opts |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT; break;
+    case NormForm::nfkd: opts |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT; break;
+    case NormForm::none: break;
   }
   utf8proc_uint8_t* out = nullptr;
   utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()), utf8proc_ssize_t(s.size()),

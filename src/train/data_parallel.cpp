@@ -34,8 +34,8 @@ std::unique_ptr<DataParallel> DataParallel::from_environment(int gpus) {
   if (!env.distributed) return nullptr;
   SSM_CHECK(gpus <= 0 || gpus == env.world, kOp,
             "--gpus " + std::to_string(gpus) + " but the launcher started " + std::to_string(env.world) + " processes");
-  SSM_CHECK(cuda_device_count() > 0, kOp, "data-parallel training needs GPUs; none is visible to rank " +
-                                              std::to_string(env.rank));
+  SSM_CHECK(cuda_device_count() > 0, kOp,
+            "data-parallel training needs GPUs; none is visible to rank " + std::to_string(env.rank));
   return std::unique_ptr<DataParallel>(new DataParallel(env));
 }
 

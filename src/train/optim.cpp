@@ -53,7 +53,9 @@ double masked_accuracy(const Model& model, const Tensor& inputs, const Tensor& t
 }
 
 bool no_weight_decay(const std::string& n) {
-  auto ends = [&](const std::string& s) { return n.size() >= s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0; };
+  auto ends = [&](const std::string& s) {
+    return n.size() >= s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0;
+  };
   return ends("A_log") || ends(".D") || ends("dt_bias") || ends("dt_proj.bias") || ends("mixer.B") || ends(".bias") ||
          n.find("norm") != std::string::npos;
 }

@@ -39,12 +39,14 @@ void plot_loss(const std::string& log_jsonl, const std::string& svg_path) {
   auto px = [&](double x) { return L + (x - x0) / (x1 - x0) * (W - L - R); };
   auto py = [&](double y) { return T + (y1 - y) / (y1 - y0) * (H - T - B); };
   std::ostringstream o;
-  o << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << H << "' font-family='sans-serif' font-size='12'>\n"
+  o << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << H
+    << "' font-family='sans-serif' font-size='12'>\n"
     << "<rect width='100%' height='100%' fill='white'/>\n";
   for (int k = 0; k <= 5; ++k) {
     double y = y0 + (y1 - y0) * k / 5, x = x0 + (x1 - x0) * k / 5;
     o << "<line x1='" << L << "' x2='" << W - R << "' y1='" << py(y) << "' y2='" << py(y) << "' stroke='#ddd'/>"
-      << "<text x='" << L - 6 << "' y='" << py(y) + 4 << "' text-anchor='end'>" << std::round(y * 1000) / 1000 << "</text>\n"
+      << "<text x='" << L - 6 << "' y='" << py(y) + 4 << "' text-anchor='end'>" << std::round(y * 1000) / 1000
+      << "</text>\n"
       << "<text x='" << px(x) << "' y='" << H - B + 18 << "' text-anchor='middle'>" << std::llround(x) << "</text>\n";
   }
   auto poly = [&](const std::vector<std::pair<double, double>>& v, const char* color) {
@@ -56,7 +58,9 @@ void plot_loss(const std::string& log_jsonl, const std::string& svg_path) {
   poly(tr, "#1f77b4");
   poly(va, "#d62728");
   o << "<text x='" << W / 2 << "' y='" << H - 10 << "' text-anchor='middle'>step</text>"
-    << "<text x='" << L << "' y='18'>loss (nats/token): <tspan fill='#1f77b4'>train</tspan> <tspan fill='#d62728'>validation</tspan></text>\n"
+    << "<text x='" << L
+    << "' y='18'>loss (nats/token): <tspan fill='#1f77b4'>train</tspan> <tspan "
+       "fill='#d62728'>validation</tspan></text>\n"
     << "</svg>\n";
   write_text_atomic(svg_path, o.str());
 }

@@ -40,7 +40,6 @@ void write_text_atomic(const std::string& path, const std::string& text) {
   fs::rename(tmp, path);
 }
 
-
 namespace {
 volatile std::sig_atomic_t g_stop = 0;
 void on_sigint(int) { g_stop = 1; }
@@ -62,7 +61,8 @@ std::string byte_symbol(int b) {
     cp = 256 + n;
   }
   std::string s;
-  if (cp < 0x80) s += char(cp);
+  if (cp < 0x80)
+    s += char(cp);
   else {
     s += char(0xC0 | (cp >> 6));
     s += char(0x80 | (cp & 0x3F));
@@ -74,12 +74,14 @@ std::string byte_symbol(int b) {
 std::string byte_tokenizer_json() {
   json vocab = json::object();
   for (int b = 0; b < 256; ++b) vocab[byte_symbol(b)] = b;
-  json j = {{"version", "1.0"},
-            {"added_tokens", json::array()},
-            {"normalizer", nullptr},
-            {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}},
-            {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}},
-            {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}}}};
+  json j = {
+      {"version", "1.0"},
+      {"added_tokens", json::array()},
+      {"normalizer", nullptr},
+      {"pre_tokenizer",
+       {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}},
+      {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}},
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}}}};
   return j.dump();
 }
 
@@ -119,8 +121,10 @@ std::vector<std::pair<int64_t, fs::path>> list_checkpoints(const std::string& di
 
 std::string fmt_time(double s) {
   char b[32];
-  if (s < 3600) std::snprintf(b, sizeof b, "%dm%02ds", int(s) / 60, int(s) % 60);
-  else std::snprintf(b, sizeof b, "%dh%02dm", int(s) / 3600, int(s) / 60 % 60);
+  if (s < 3600)
+    std::snprintf(b, sizeof b, "%dm%02ds", int(s) / 60, int(s) % 60);
+  else
+    std::snprintf(b, sizeof b, "%dh%02dm", int(s) / 3600, int(s) / 60 % 60);
   return b;
 }
 }  // namespace
@@ -133,7 +137,8 @@ double run_training(const TrainConfig& cfg) {
   SSM_CHECK(!gpu || cuda_device_count() > 0, "train", "--device cuda: no CUDA device is visible");
   // Data parallel when a launcher (ssm train --gpus N, torchrun, mpirun) started this process as one rank.
   const auto dp = DataParallel::from_environment(cfg.gpus);
-  SSM_CHECK(!dp || gpu, "train", "data-parallel training (--gpus, or RANK/WORLD_SIZE set) runs on GPUs: use --device cuda");
+  SSM_CHECK(!dp || gpu, "train",
+            "data-parallel training (--gpus, or RANK/WORLD_SIZE set) runs on GPUs: use --device cuda");
   SSM_CHECK(!dp || cfg.batch % dp->world() == 0, "train",
             "the batch of " + std::to_string(cfg.batch) + " sequences does not split evenly over " +
                 std::to_string(dp ? dp->world() : 1) + " GPUs");
@@ -153,7 +158,8 @@ double run_training(const TrainConfig& cfg) {
             "unknown task '" + cfg.task + "' (induction | selective_copying)");
   // Fine-tuning a model that ships its own tokenizer.json uses it unless another one is named.
   std::string tok_file = cfg.tokenizer;
-  if (!cfg.init_from.empty() && !is_task && tok_file == "byte" && fs::exists(fs::path(cfg.init_from) / "tokenizer.json"))
+  if (!cfg.init_from.empty() && !is_task && tok_file == "byte" &&
+      fs::exists(fs::path(cfg.init_from) / "tokenizer.json"))
     tok_file = (fs::path(cfg.init_from) / "tokenizer.json").string();
   Tokenizer tok = is_task || tok_file == "byte" ? Tokenizer::byte_level() : Tokenizer::from_file(tok_file);
   std::vector<int32_t> ids, val_ids;
@@ -221,14 +227,15 @@ double run_training(const TrainConfig& cfg) {
     const auto& meta = st.metadata();
     SSM_CHECK(meta.count("config") && meta.count("step") && meta.count("data_position"), "train",
               ckpts.back().second.string() + " is not a training checkpoint (metadata missing)");
-    SSM_CHECK(meta.at("config") == mc.to_json(), "train",
-              "checkpoint " + ckpts.back().second.string() + " is for another model configuration:\n" +
-                  meta.at("config"));
+    SSM_CHECK(
+        meta.at("config") == mc.to_json(), "train",
+        "checkpoint " + ckpts.back().second.string() + " is for another model configuration:\n" + meta.at("config"));
     std::vector<std::pair<std::string, Tensor>> opt_state;
     for (auto& [n, p] : params) {
       SSM_CHECK(st.has("param." + n), "train", "checkpoint lacks parameter '" + n + "'");
       Tensor src = st.get("param." + n);
-      SSM_CHECK(src.shape() == p.shape(), "train", "checkpoint parameter '" + n + "' has shape " + shape_str(src.shape()));
+      SSM_CHECK(src.shape() == p.shape(), "train",
+                "checkpoint parameter '" + n + "' has shape " + shape_str(src.shape()));
       p.copy_(src);
       opt_state.push_back({"m." + n, st.get("opt.m." + n)});
       opt_state.push_back({"v." + n, st.get("opt.v." + n)});
@@ -238,34 +245,39 @@ double run_training(const TrainConfig& cfg) {
     opt.set_steps(start);
     train_loader.seek(std::stoull(meta.at("data_position")));
     if (main)
-      std::fprintf(stderr, "resumed from %s at step %lld\n", ckpts.back().second.c_str(), static_cast<long long>(start));
+      std::fprintf(stderr, "resumed from %s at step %lld\n", ckpts.back().second.c_str(),
+                   static_cast<long long>(start));
   }
   if (dp) dp->broadcast(params);  // every rank starts from rank 0's weights
 
   // ---- start-up table ----
-  const int64_t seq_tokens =
-      !is_task ? cfg.seq_len : cfg.task == "induction" ? cfg.task_len : cfg.task_len + cfg.task_memorize;
+  const int64_t seq_tokens = !is_task                  ? cfg.seq_len
+                             : cfg.task == "induction" ? cfg.task_len
+                                                       : cfg.task_len + cfg.task_memorize;
   if (main)
-    std::fprintf(stderr,
-               "+----------------------+----------------------------------------------+\n"
-               "| model                | %-44s |\n| parameters           | %-44lld |\n"
-               "| data                 | %-44s |\n| tokens train / val   | %-44s |\n"
-               "| batch x seq x accum  | %-44s |\n| steps / warmup       | %-44s |\n"
-               "| lr max / min         | %-44s |\n| device               | %-44s |\n"
-               "| output               | %-44s |\n"
-               "+----------------------+----------------------------------------------+\n",
-               mc.summary().substr(0, 44).c_str(), static_cast<long long>(model->num_parameters()),
-               (is_task ? "task " + cfg.task + " length " + std::to_string(cfg.task_len) : cfg.data).substr(0, 44).c_str(),
-               (is_task ? std::string("generated per step")
-                        : std::to_string(train_loader.size()) + " / " + std::to_string(val_loader.size())).c_str(),
-               (std::to_string(cfg.batch) + " x " + std::to_string(seq_tokens) + " x " + std::to_string(cfg.grad_accum)).c_str(),
-               (std::to_string(cfg.steps) + " / " + std::to_string(cfg.warmup)).c_str(),
-               (std::to_string(cfg.lr) + " / " + std::to_string(cfg.min_lr)).c_str(),
-               (gpu ? (dp ? std::to_string(dp->world()) + " GPUs (data parallel), " : std::string("cuda, ")) +
-                          dtype_name(cfg.dtype) + " activations, f32 weights"
-                    : "cpu, " + std::to_string(num_threads()) + " threads")
-                   .c_str(),
-               cfg.out.c_str());
+    std::fprintf(
+        stderr,
+        "+----------------------+----------------------------------------------+\n"
+        "| model                | %-44s |\n| parameters           | %-44lld |\n"
+        "| data                 | %-44s |\n| tokens train / val   | %-44s |\n"
+        "| batch x seq x accum  | %-44s |\n| steps / warmup       | %-44s |\n"
+        "| lr max / min         | %-44s |\n| device               | %-44s |\n"
+        "| output               | %-44s |\n"
+        "+----------------------+----------------------------------------------+\n",
+        mc.summary().substr(0, 44).c_str(), static_cast<long long>(model->num_parameters()),
+        (is_task ? "task " + cfg.task + " length " + std::to_string(cfg.task_len) : cfg.data).substr(0, 44).c_str(),
+        (is_task ? std::string("generated per step")
+                 : std::to_string(train_loader.size()) + " / " + std::to_string(val_loader.size()))
+            .c_str(),
+        (std::to_string(cfg.batch) + " x " + std::to_string(seq_tokens) + " x " + std::to_string(cfg.grad_accum))
+            .c_str(),
+        (std::to_string(cfg.steps) + " / " + std::to_string(cfg.warmup)).c_str(),
+        (std::to_string(cfg.lr) + " / " + std::to_string(cfg.min_lr)).c_str(),
+        (gpu ? (dp ? std::to_string(dp->world()) + " GPUs (data parallel), " : std::string("cuda, ")) +
+                   dtype_name(cfg.dtype) + " activations, f32 weights"
+             : "cpu, " + std::to_string(num_threads()) + " threads")
+            .c_str(),
+        cfg.out.c_str());
 
   std::ofstream log;  // rank 0's only: writes to a closed stream do nothing
   if (main) log.open(fs::path(cfg.out) / "train.jsonl", cfg.resume ? std::ios::app : std::ios::trunc);
@@ -400,9 +412,13 @@ double run_training(const TrainConfig& cfg) {
     for (double m : step_ms) total_s += m / 1000;
     double tok_step = double(cfg.batch * seq_tokens * cfg.grad_accum);
     double rss_mib = double(peak_rss_bytes()) / (1 << 20);
-    json summary{{"summary", true},          {"steps", int64_t(step_ms.size())}, {"step_seconds", total_s},
-                 {"median_ms", med},         {"median_tok_s", tok_step / (med / 1000)},
-                 {"tok_s", tok_step * double(step_ms.size()) / total_s}, {"peak_rss_mib", rss_mib}};
+    json summary{{"summary", true},
+                 {"steps", int64_t(step_ms.size())},
+                 {"step_seconds", total_s},
+                 {"median_ms", med},
+                 {"median_tok_s", tok_step / (med / 1000)},
+                 {"tok_s", tok_step * double(step_ms.size()) / total_s},
+                 {"peak_rss_mib", rss_mib}};
     std::string gpu_mem;
     if (gpu) {  // tensors' peak, and what the block cache holds from the driver
       const double peak = double(cuda_peak_bytes()) / (1 << 20), held = double(cuda_reserved_bytes()) / (1 << 20);

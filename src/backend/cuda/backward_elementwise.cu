@@ -32,8 +32,7 @@ __global__ void affine_kernel(const T* x, T* y, int64_t n, float a, float b) {
 }
 
 __device__ inline float warp_sum(float v) {
-  for (int o = 16; o > 0; o /= 2)
-    v += __shfl_xor_sync(0xffffffffu, v, o);
+  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
 
@@ -57,13 +56,11 @@ __global__ void reduce_kernel(ReduceWalk w, const T* in, T* out, float scale) {
       acc += ld(in[off]);
     }
     acc = warp_sum(acc);
-    if (threadIdx.x % 32 == 0)
-      part[threadIdx.x / 32] = acc;
+    if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = acc;
     __syncthreads();
     if (threadIdx.x == 0) {
       float s = 0.f;
-      for (int i = 0; i < int(blockDim.x / 32); ++i)
-        s += part[i];
+      for (int i = 0; i < int(blockDim.x / 32); ++i) s += part[i];
       out[o] = st<T>(s * scale);
     }
     __syncthreads();
@@ -75,12 +72,10 @@ __global__ void reduce_kernel(ReduceWalk w, const T* in, T* out, float scale) {
 template <typename T>
 __global__ void col_sum_kernel(const T* g, float* part, int64_t rows, int64_t cols, int64_t chunk) {
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (c >= cols)
-    return;
+  if (c >= cols) return;
   const int64_t r0 = blockIdx.y * chunk, r1 = min(rows, r0 + chunk);
   float acc = 0.f;
-  for (int64_t r = r0; r < r1; ++r)
-    acc += ld(g[r * cols + c]);
+  for (int64_t r = r0; r < r1; ++r) acc += ld(g[r * cols + c]);
   part[blockIdx.y * cols + c] = acc;
 }
 
@@ -93,14 +88,12 @@ __global__ void sum_partials_kernel(const float* part, int64_t P, int64_t stride
   const int64_t i = blockIdx.x * 32 + threadIdx.x;
   float acc = 0.f;
   if (i < n)
-    for (int64_t p = threadIdx.y; p < P; p += kPartSets)
-      acc += part[p * stride + i];
+    for (int64_t p = threadIdx.y; p < P; p += kPartSets) acc += part[p * stride + i];
   sh[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
   if (threadIdx.y == 0 && i < n) {
     float s = 0.f;
-    for (int k = 0; k < kPartSets; ++k)
-      s += sh[k][threadIdx.x];
+    for (int k = 0; k < kPartSets; ++k) s += sh[k][threadIdx.x];
     out[i] = accumulate ? out[i] + s : s;
   }
 }
@@ -128,8 +121,7 @@ __global__ void embedding_chunks_kernel(const uint32_t* keys, const int32_t* pos
       const bool from_prev = i == i0 && i0 > 0 && keys[i0 - 1] == k;
       float acc = 0.f;
       int64_t j = i;
-      for (; j < i1 && keys[j] == k; ++j)
-        acc += g[int64_t(pos[j]) * D + col];
+      for (; j < i1 && keys[j] == k; ++j) acc += g[int64_t(pos[j]) * D + col];
       const bool to_next = j == i1 && i1 < n && keys[i1] == k;
       if (from_prev)
         part[(c * 2 + 0) * D + col] = acc;
@@ -150,12 +142,10 @@ __global__ void embedding_runs_kernel(const uint32_t* keys, const float* part, f
   const uint32_t k = keys[e];
   const bool to_next = e + 1 < n && keys[e + 1] == k;
   const bool whole_from_prev = i0 > 0 && keys[i0 - 1] == k && keys[i0] == k;  // a continuing piece (slot 0)
-  if (!to_next || whole_from_prev)
-    return;
+  if (!to_next || whole_from_prev) return;
   for (int64_t col = threadIdx.x; col < D; col += blockDim.x) {
     float acc = part[(c * 2 + 1) * D + col];
-    for (int64_t cc = c + 1; cc < chunks && keys[cc * kEmbChunk] == k; ++cc)
-      acc += part[(cc * 2 + 0) * D + col];
+    for (int64_t cc = c + 1; cc < chunks && keys[cc * kEmbChunk] == k; ++cc) acc += part[(cc * 2 + 0) * D + col];
     dw[int64_t(k) * D + col] = acc;
   }
 }
@@ -163,19 +153,17 @@ __global__ void embedding_runs_kernel(const uint32_t* keys, const float* part, f
 }  // namespace
 
 void unary_grad(UnaryGrad op, DType dt, const void* x, const void* g, void* dx, int64_t n, float param) {
-  if (n == 0)
-    return;
+  if (n == 0) return;
   dispatch_act("unary_grad", dt, [&](auto tag) {
     using T = decltype(tag);
-    unary_grad_kernel<T><<<blocks_for(n), 256>>>(op, static_cast<const T*>(x), static_cast<const T*>(g),
-                                                 static_cast<T*>(dx), n, param);
+    unary_grad_kernel<T>
+        <<<blocks_for(n), 256>>>(op, static_cast<const T*>(x), static_cast<const T*>(g), static_cast<T*>(dx), n, param);
   });
   check_launch("unary_grad");
 }
 
 void affine(DType dt, const void* x, void* y, int64_t n, float a, float b) {
-  if (n == 0)
-    return;
+  if (n == 0) return;
   dispatch_act("affine", dt, [&](auto tag) {
     using T = decltype(tag);
     affine_kernel<T><<<blocks_for(n), 256>>>(static_cast<const T*>(x), static_cast<T*>(y), n, a, b);
@@ -184,8 +172,7 @@ void affine(DType dt, const void* x, void* y, int64_t n, float a, float b) {
 }
 
 void reduce_sum(DType dt, const ReduceWalk& w, const void* in, void* out, float scale) {
-  if (w.nout == 0)
-    return;
+  if (w.nout == 0) return;
   const unsigned grid = unsigned(w.nout < 65535 * 4 ? w.nout : 65535 * 4);
   dispatch_act("sum", dt, [&](auto tag) {
     using T = decltype(tag);
@@ -195,16 +182,14 @@ void reduce_sum(DType dt, const ReduceWalk& w, const void* in, void* out, float 
 }
 
 void sum_partials(const float* part, int64_t P, int64_t stride, int64_t n, float* out, bool accumulate) {
-  if (n == 0)
-    return;
+  if (n == 0) return;
   SSM_CHECK((n + 31) / 32 <= 2147483647, "sum_partials", "too many elements");
   sum_partials_kernel<<<unsigned((n + 31) / 32), dim3(32, kPartSets)>>>(part, P, stride, n, out, accumulate);
   check_launch("sum_partials");
 }
 
 void col_sum(DType dt, const void* g, float* out, int64_t rows, int64_t cols) {
-  if (cols == 0)
-    return;
+  if (cols == 0) return;
   if (rows == 0) {
     SSM_CHECK(cudaMemsetAsync(out, 0, size_t(cols) * 4) == cudaSuccess, "linear", "cudaMemsetAsync failed");
     return;
@@ -222,12 +207,10 @@ void col_sum(DType dt, const void* g, float* out, int64_t rows, int64_t cols) {
 }
 
 void embedding_backward(const float* g, const int64_t* ids, float* dw, int64_t n, int64_t D, int64_t V) {
-  if (n * D == 0)
-    return;
+  if (n * D == 0) return;
   SSM_CHECK(n <= 2147483647 && V <= 2147483647, "embedding", "the GPU backward takes at most 2^31 ids and rows");
   int bits = 1;
-  while (bits < 32 && (int64_t(1) << bits) < V)
-    ++bits;
+  while (bits < 32 && (int64_t(1) << bits) < V) ++bits;
   Scratch<uint32_t> keys(n), keys_sorted(n);
   Scratch<int32_t> pos(n), pos_sorted(n);
   embedding_keys_kernel<<<blocks_for(n), 256>>>(ids, keys.p, pos.p, n);

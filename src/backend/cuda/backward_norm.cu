@@ -17,8 +17,7 @@ __device__ inline float2 block_sum2(float a, float b, float2* sh) {
     a += __shfl_xor_sync(0xffffffffu, a, o);
     b += __shfl_xor_sync(0xffffffffu, b, o);
   }
-  if (threadIdx.x % 32 == 0)
-    sh[threadIdx.x / 32] = make_float2(a, b);
+  if (threadIdx.x % 32 == 0) sh[threadIdx.x / 32] = make_float2(a, b);
   __syncthreads();
   float2 s = make_float2(0.f, 0.f);
   for (int i = 0; i < int(blockDim.x / 32); ++i) {
@@ -37,8 +36,7 @@ __global__ void __launch_bounds__(kThreads)
                    float* dres_in, float* dw_part, int64_t rows, int64_t C, float eps) {
   extern __shared__ float sdw[];  // [C] this block's share of dw (to its row of dw_part [grid, C])
   __shared__ float2 sh[32];
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
-    sdw[c] = 0.f;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) sdw[c] = 0.f;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const int64_t o = row * C;
     float ss = 0.f, dot = 0.f;
@@ -54,12 +52,9 @@ __global__ void __launch_bounds__(kThreads)
       const float v = r ? r[o + c] : ld(x[o + c]);
       const float g = ld(dout[o + c]);
       float d = rstd * g * w[c] - v * k;
-      if (dres_out)
-        d += dres_out[o + c];
-      if (dx)
-        dx[o + c] = st<T>(d);
-      if (dres_in)
-        dres_in[o + c] = d;
+      if (dres_out) d += dres_out[o + c];
+      if (dx) dx[o + c] = st<T>(d);
+      if (dres_in) dres_in[o + c] = d;
       sdw[c] += g * v * rstd;  // each thread owns its columns: no race
     }
   }
@@ -70,10 +65,9 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
-void rms_norm_backward(DType dt, const void* x, const float* r, const float* w, const void* dout,
-                       const float* dres_out, void* dx, float* dres_in, float* dw, int64_t rows, int64_t C, float eps) {
-  if (rows == 0 || C == 0)
-    return;
+void rms_norm_backward(DType dt, const void* x, const float* r, const float* w, const void* dout, const float* dres_out,
+                       void* dx, float* dres_in, float* dw, int64_t rows, int64_t C, float eps) {
+  if (rows == 0 || C == 0) return;
   const size_t smem = size_t(C) * sizeof(float);
   SSM_CHECK(smem <= 48 * 1024, "rms_norm", "the GPU backward takes rows of at most 12288 channels");
   const unsigned grid = unsigned(rows < 132 * 8 ? rows : 132 * 8);
@@ -84,8 +78,7 @@ void rms_norm_backward(DType dt, const void* x, const float* r, const float* w, 
                                                 static_cast<T*>(dx), dres_in, dw ? part.p : nullptr, rows, C, eps);
   });
   check_launch("rms_norm");
-  if (dw)
-    sum_partials(part.p, grid, C, C, dw, false);
+  if (dw) sum_partials(part.p, grid, C, C, dw, false);
 }
 
 }  // namespace ssm::cuda

@@ -48,8 +48,7 @@ __device__ inline __half st<__half>(float x) {
 
 inline void check_launch(const char* op) {
   cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess)
-    fail(op, std::string("CUDA kernel launch failed: ") + cudaGetErrorString(e));
+  if (e != cudaSuccess) fail(op, std::string("CUDA kernel launch failed: ") + cudaGetErrorString(e));
 }
 
 // Blocks of 256 threads covering n elements (grid-stride loops cover the rest).
@@ -61,12 +60,9 @@ inline unsigned blocks_for(int64_t n) {
 // Calls f(T{}) with the device type T of a float activation dtype (use decltype of the argument).
 template <typename F>
 void dispatch_act(const char* op, DType t, F&& f) {
-  if (t == DType::f32)
-    return f(float{});
-  if (t == DType::bf16)
-    return f(__nv_bfloat16{});
-  if (t == DType::f16)
-    return f(__half{});
+  if (t == DType::f32) return f(float{});
+  if (t == DType::bf16) return f(__nv_bfloat16{});
+  if (t == DType::f16) return f(__half{});
   fail(op, std::string("no CUDA kernel for dtype ") + dtype_name(t) + " (expected f32, bf16 or f16)");
 }
 

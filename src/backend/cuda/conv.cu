@@ -28,22 +28,19 @@ template <typename T, int V>
 __device__ inline void load_v(const T* p, float (&o)[V]) {
   const Pack<T, V> r = *reinterpret_cast<const Pack<T, V>*>(p);
 #pragma unroll
-  for (int i = 0; i < V; ++i)
-    o[i] = ld(r.v[i]);
+  for (int i = 0; i < V; ++i) o[i] = ld(r.v[i]);
 }
 template <typename T, int V>
 __device__ inline void add_v(const T* p, float (&o)[V]) {
   const Pack<T, V> r = *reinterpret_cast<const Pack<T, V>*>(p);
 #pragma unroll
-  for (int i = 0; i < V; ++i)
-    o[i] += ld(r.v[i]);
+  for (int i = 0; i < V; ++i) o[i] += ld(r.v[i]);
 }
 template <typename T, int V>
 __device__ inline void store_v(T* p, const float (&o)[V]) {
   Pack<T, V> r;
 #pragma unroll
-  for (int i = 0; i < V; ++i)
-    r.v[i] = st<T>(o[i]);
+  for (int i = 0; i < V; ++i) r.v[i] = st<T>(o[i]);
   *reinterpret_cast<Pack<T, V>*>(p) = r;
 }
 
@@ -57,8 +54,7 @@ __device__ inline void load_in(const T* x, const T* h0, int64_t b, int64_t p, in
     load_v<T, V>(h0 + (b * (W - 1) + p + W - 1) * D + d0, o);
   } else {
 #pragma unroll
-    for (int i = 0; i < V; ++i)
-      o[i] = 0.f;
+    for (int i = 0; i < V; ++i) o[i] = 0.f;
   }
 }
 
@@ -70,8 +66,7 @@ struct ConvThread {
   float wk[WA][V], bs[V];
   __device__ bool setup(const float* w, const float* bias, int64_t L, int64_t D, int W, int64_t T, int64_t chunks) {
     d0 = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) * V;
-    if (d0 >= D)
-      return false;
+    if (d0 >= D) return false;
     b = blockIdx.y / chunks;
     t0 = (blockIdx.y % chunks) * T;
     t1 = min(L, t0 + T);
@@ -79,8 +74,7 @@ struct ConvThread {
     for (int i = 0; i < V; ++i) {
       bs[i] = bias ? bias[d0 + i] : 0.f;
 #pragma unroll
-      for (int k = 0; k < WA; ++k)
-        wk[k][i] = k < W ? w[(d0 + i) * W + k] : 0.f;
+      for (int k = 0; k < WA; ++k) wk[k][i] = k < W ? w[(d0 + i) * W + k] : 0.f;
     }
     return true;
   }
@@ -94,37 +88,31 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int WA = WT ? WT : kMaxW;
   const int W = WT ? WT : w_rt;
   ConvThread<V, WA> th;
-  if (!th.setup(w, bias, L, D, W, kFwdT, chunks))
-    return;
+  if (!th.setup(w, bias, L, D, W, kFwdT, chunks)) return;
   float win[WA][V];  // win[k] = the input at t - (W-1) + k
 #pragma unroll
   for (int k = 0; k < WA - 1; ++k)
-    if (k < W - 1)
-      load_in<T, V>(x, h0, th.b, th.t0 - (W - 1) + k, L, D, W, th.d0, win[k]);
+    if (k < W - 1) load_in<T, V>(x, h0, th.b, th.t0 - (W - 1) + k, L, D, W, th.d0, win[k]);
 #pragma unroll 4
   for (int64_t t = th.t0; t < th.t1; ++t) {
     const int64_t i = (th.b * L + t) * D + th.d0;
 #pragma unroll
     for (int k = 0; k < WA; ++k)
-      if (k == W - 1)
-        load_v<T, V>(x + i, win[k]);
+      if (k == W - 1) load_v<T, V>(x + i, win[k]);
     float acc[V];
 #pragma unroll
     for (int c = 0; c < V; ++c) {
       acc[c] = th.bs[c];
 #pragma unroll
       for (int k = 0; k < WA; ++k)
-        if (k < W)
-          acc[c] = fmaf(th.wk[k][c], win[k][c], acc[c]);
-      if (silu)
-        acc[c] = acc[c] / (1.f + expf(-acc[c]));
+        if (k < W) acc[c] = fmaf(th.wk[k][c], win[k][c], acc[c]);
+      if (silu) acc[c] = acc[c] / (1.f + expf(-acc[c]));
     }
     store_v<T, V>(y + i, acc);
 #pragma unroll
     for (int k = 0; k < WA - 1; ++k)
 #pragma unroll
-      for (int c = 0; c < V; ++c)
-        win[k][c] = win[k + 1][c];
+      for (int c = 0; c < V; ++c) win[k][c] = win[k + 1][c];
   }
 }
 
@@ -144,31 +132,27 @@ template <typename T, int V, int WA>
 __device__ __forceinline__ void conv_bwd_step(ConvBwdState<T, V, WA>& s, const ConvThread<V, WA>& th, int W,
                                               const T* __restrict__ x, const T* __restrict__ dy,
                                               const T* __restrict__ dy2, const T* __restrict__ dhT, T* __restrict__ dx,
-                                              T* __restrict__ dh0, int64_t t, int64_t L, int64_t D, bool silu,
-                                              bool own, bool in_seq, bool emit) {
+                                              T* __restrict__ dh0, int64_t t, int64_t L, int64_t D, bool silu, bool own,
+                                              bool in_seq, bool emit) {
 #pragma unroll
   for (int k = 0; k < WA - 1; ++k)
 #pragma unroll
-    for (int c = 0; c < V; ++c)
-      s.dp[k][c] = s.dp[k + 1][c];
+    for (int c = 0; c < V; ++c) s.dp[k][c] = s.dp[k + 1][c];
   float g[V];
   if (in_seq) {
     const int64_t i = (th.b * L + t) * D + th.d0;
 #pragma unroll
     for (int k = 0; k < WA; ++k)
-      if (k == W - 1)
-        load_v<T, V>(x + i, s.win[k]);
+      if (k == W - 1) load_v<T, V>(x + i, s.win[k]);
     load_v<T, V>(dy + i, g);
-    if (dy2)
-      add_v<T, V>(dy2 + i, g);
+    if (dy2) add_v<T, V>(dy2 + i, g);
 #pragma unroll
     for (int c = 0; c < V; ++c) {
       if (silu) {
         float pre = th.bs[c];
 #pragma unroll
         for (int k = 0; k < WA; ++k)
-          if (k < W)
-            pre = fmaf(th.wk[k][c], s.win[k][c], pre);
+          if (k < W) pre = fmaf(th.wk[k][c], s.win[k][c], pre);
         const float sg = 1.f / (1.f + expf(-pre));
         g[c] *= sg * (1.f + pre * (1.f - sg));
       }
@@ -176,28 +160,23 @@ __device__ __forceinline__ void conv_bwd_step(ConvBwdState<T, V, WA>& s, const C
         s.gb[c] += g[c];
 #pragma unroll
         for (int k = 0; k < WA; ++k)
-          if (k < W)
-            s.gw[k][c] = fmaf(g[c], s.win[k][c], s.gw[k][c]);
+          if (k < W) s.gw[k][c] = fmaf(g[c], s.win[k][c], s.gw[k][c]);
       }
     }
 #pragma unroll
     for (int k = 0; k < WA - 1; ++k)
 #pragma unroll
-      for (int c = 0; c < V; ++c)
-        s.win[k][c] = s.win[k + 1][c];
+      for (int c = 0; c < V; ++c) s.win[k][c] = s.win[k + 1][c];
   } else {
 #pragma unroll
-    for (int c = 0; c < V; ++c)
-      g[c] = 0.f;
+    for (int c = 0; c < V; ++c) g[c] = 0.f;
   }
 #pragma unroll
   for (int k = 0; k < WA; ++k)
     if (k == W - 1)
 #pragma unroll
-      for (int c = 0; c < V; ++c)
-        s.dp[k][c] = g[c];
-  if (!emit)
-    return;
+      for (int c = 0; c < V; ++c) s.dp[k][c] = g[c];
+  if (!emit) return;
   const int64_t p = t - (W - 1);
   float acc[V];
 #pragma unroll
@@ -205,12 +184,10 @@ __device__ __forceinline__ void conv_bwd_step(ConvBwdState<T, V, WA>& s, const C
     acc[c] = 0.f;
 #pragma unroll
     for (int k = 0; k < WA; ++k)
-      if (k < W)
-        acc[c] = fmaf(th.wk[k][c], s.dp[W - 1 - k][c], acc[c]);
+      if (k < W) acc[c] = fmaf(th.wk[k][c], s.dp[W - 1 - k][c], acc[c]);
   }
   const int64_t j = p - (L - (W - 1));  // row of the final state holding this input
-  if (dhT && j >= 0)
-    add_v<T, V>(dhT + (th.b * (W - 1) + j) * D + th.d0, acc);
+  if (dhT && j >= 0) add_v<T, V>(dhT + (th.b * (W - 1) + j) * D + th.d0, acc);
   if (p >= 0)
     store_v<T, V>(dx + (th.b * L + p) * D + th.d0, acc);
   else if (dh0)
@@ -226,21 +203,17 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int WA = WT ? WT : kMaxW;
   const int W = WT ? WT : w_rt;
   ConvThread<V, WA> th;
-  if (!th.setup(w, bias, L, D, W, kBwdT, chunks))
-    return;
+  if (!th.setup(w, bias, L, D, W, kBwdT, chunks)) return;
   ConvBwdState<T, V, WA> s;
 #pragma unroll
   for (int k = 0; k < WA; ++k)
 #pragma unroll
-    for (int c = 0; c < V; ++c)
-      s.dp[k][c] = s.gw[k][c] = 0.f;
+    for (int c = 0; c < V; ++c) s.dp[k][c] = s.gw[k][c] = 0.f;
 #pragma unroll
-  for (int c = 0; c < V; ++c)
-    s.gb[c] = 0.f;
+  for (int c = 0; c < V; ++c) s.gb[c] = 0.f;
 #pragma unroll
   for (int k = 0; k < WA - 1; ++k)
-    if (k < W - 1)
-      load_in<T, V>(x, h0, th.b, th.t0 - (W - 1) + k, L, D, W, th.d0, s.win[k]);
+    if (k < W - 1) load_in<T, V>(x, h0, th.b, th.t0 - (W - 1) + k, L, D, W, th.d0, s.win[k]);
   // The first W-1 steps of a later chunk only fill the window (their dx rows belong to the chunk before).
   const int64_t warm = th.t0 == 0 ? th.t0 : min(th.t1, th.t0 + W - 1);
   for (int64_t t = th.t0; t < warm; ++t)
@@ -255,8 +228,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int c = 0; c < V; ++c) {
 #pragma unroll
     for (int k = 0; k < WA; ++k)
-      if (k < W)
-        row[(th.d0 + c) * W + k] = s.gw[k][c];
+      if (k < W) row[(th.d0 + c) * W + k] = s.gw[k][c];
     row[D * W + th.d0 + c] = s.gb[c];
   }
 }
@@ -279,8 +251,7 @@ __global__ void conv_state_kernel(const T* x, const T* h0, T* hT, int64_t B, int
 
 bool aligned16(std::initializer_list<const void*> ps) {
   for (const void* p : ps)
-    if (reinterpret_cast<uintptr_t>(p) % 16)
-      return false;
+    if (reinterpret_cast<uintptr_t>(p) % 16) return false;
   return true;
 }
 
@@ -315,8 +286,7 @@ dim3 conv_grid(int64_t B, int64_t L, int64_t D, int V, int64_t T, int64_t* chunk
 void conv1d(DType dt, const void* x, const float* w, const float* bias, const void* h0, void* y, void* hT, int64_t B,
             int64_t L, int64_t D, int64_t W, bool silu) {
   SSM_CHECK(W >= 2 && W <= kMaxW, "causal_conv1d", "kernel width must be in [2, 8] on the GPU");
-  if (B * D == 0)
-    return;
+  if (B * D == 0) return;
   dispatch_conv(dt, D, W, aligned16({x, h0, y}), [&](auto tag, auto v, auto wt) {
     using T = decltype(tag);
     const T* xp = static_cast<const T*>(x);
@@ -324,7 +294,8 @@ void conv1d(DType dt, const void* x, const float* w, const float* bias, const vo
     if (L > 0) {
       int64_t chunks = 0;
       const dim3 grid = conv_grid(B, L, D, decltype(v)::value, kFwdT, &chunks);
-      conv_fwd_kernel<T, decltype(v)::value, decltype(wt)::value><<<grid, kThreads>>>(xp, w, bias, hp, static_cast<T*>(y), L, D, int(W), silu, chunks);
+      conv_fwd_kernel<T, decltype(v)::value, decltype(wt)::value>
+          <<<grid, kThreads>>>(xp, w, bias, hp, static_cast<T*>(y), L, D, int(W), silu, chunks);
     }
     conv_state_kernel<T><<<blocks_for(B * (W - 1) * D), 256>>>(xp, hp, static_cast<T*>(hT), B, L, D, int(W));
   });
@@ -335,8 +306,7 @@ void conv1d_backward(DType dt, const void* x, const float* w, const float* bias,
                      const void* dy2, const void* dhT, void* dx, void* dh0, float* dw, float* dbias, int64_t B,
                      int64_t L, int64_t D, int64_t W, bool silu) {
   SSM_CHECK(W >= 2 && W <= kMaxW, "causal_conv1d", "kernel width must be in [2, 8] on the GPU");
-  if (B * D == 0)
-    return;
+  if (B * D == 0) return;
   // With L = 0 the chunk loop still runs once (t0 = t1 = 0) to pass dhT through to dh0.
   const int64_t Lc = L > 0 ? L : 1, chunks = (Lc + kBwdT - 1) / kBwdT, P = B * chunks;
   Scratch<float> part(P * D * (W + 1));
@@ -344,15 +314,14 @@ void conv1d_backward(DType dt, const void* x, const float* w, const float* bias,
     using T = decltype(tag);
     int64_t ch = 0;
     const dim3 grid = conv_grid(B, Lc, D, decltype(v)::value, kBwdT, &ch);
-    conv_bwd_kernel<T, decltype(v)::value, decltype(wt)::value><<<grid, kThreads>>>(
-        static_cast<const T*>(x), w, bias, static_cast<const T*>(h0), static_cast<const T*>(dy),
-        static_cast<const T*>(dy2), static_cast<const T*>(dhT), static_cast<T*>(dx), static_cast<T*>(dh0), part.p, L, D,
-        int(W), silu, ch);
+    conv_bwd_kernel<T, decltype(v)::value, decltype(wt)::value>
+        <<<grid, kThreads>>>(static_cast<const T*>(x), w, bias, static_cast<const T*>(h0), static_cast<const T*>(dy),
+                             static_cast<const T*>(dy2), static_cast<const T*>(dhT), static_cast<T*>(dx),
+                             static_cast<T*>(dh0), part.p, L, D, int(W), silu, ch);
   });
   check_launch("causal_conv1d");
   sum_partials(part.p, P, D * (W + 1), D * W, dw, false);
-  if (dbias)
-    sum_partials(part.p + D * W, P, D * (W + 1), D, dbias, false);
+  if (dbias) sum_partials(part.p + D * W, P, D * (W + 1), D, dbias, false);
 }
 
 }  // namespace ssm::cuda

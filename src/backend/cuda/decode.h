@@ -38,7 +38,7 @@ struct GemvArgs {
   const float* conv_w = nullptr;  // [C, W]
   const float* conv_b = nullptr;  // [C] or null
   int64_t conv_C = 0, W = 0;
-  void* xs = nullptr;  // [B, C]
+  void* xs = nullptr;          // [B, C]
   float* resid_out = nullptr;  // [B, O]
 };
 void gemv(const GemvArgs& a, void* stream);

@@ -20,8 +20,7 @@ __device__ inline float round_to(float v) {
 
 template <typename T>
 __device__ void epilogue(const GemvArgs& a, int64_t r, int b, float v) {
-  if (a.bias)
-    v += a.bias[r];
+  if (a.bias) v += a.bias[r];
   if (a.epi == Epilogue::residual) {
     a.resid_out[b * a.O + r] += round_to<T>(v);
     return;
@@ -39,8 +38,7 @@ __device__ void epilogue(const GemvArgs& a, int64_t r, int b, float v) {
     for (int64_t k = 0; k + 1 < W; ++k) acc += w[k] * ld(win[k * C]);
     acc += w[W - 1] * x;
     for (int64_t k = 0; k + 2 < W; ++k) win[k * C] = win[(k + 1) * C];
-    if (W > 1)
-      win[(W - 2) * C] = st<T>(x);
+    if (W > 1) win[(W - 2) * C] = st<T>(x);
     static_cast<T*>(a.xs)[b * C + r] = st<T>(acc / (1.f + __expf(-acc)));
   }
 }
@@ -73,8 +71,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a, int split, b
   const T* x = static_cast<const T*>(a.x);
   for (int b0 = 0; b0 < int(a.B); b0 += kMaxB) {
     const int B = int(a.B) - b0 < kMaxB ? int(a.B) - b0 : kMaxB;
-    for (int64_t row0 = int64_t(blockIdx.x) * rows_per_block; row0 < a.O;
-         row0 += int64_t(gridDim.x) * rows_per_block) {
+    for (int64_t row0 = int64_t(blockIdx.x) * rows_per_block; row0 < a.O; row0 += int64_t(gridDim.x) * rows_per_block) {
       const int64_t r = row0 + warp / split;
       float acc[kMaxB] = {};
       if (r < a.O) {
@@ -91,13 +88,11 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a, int split, b
 #pragma unroll
             for (int u = 0; u < kDepth; ++u) {
               const int64_t c = c0 + u * stride;
-              if (c >= chunks)
-                break;
+              if (c >= chunks) break;
               const T* wv = reinterpret_cast<const T*>(&raw[u]);
 #pragma unroll
               for (int b = 0; b < kMaxB; ++b) {
-                if (b >= B)
-                  break;
+                if (b >= B) break;
                 float xf[VEC];
                 const uint4 xr = *reinterpret_cast<const uint4*>(x + (b0 + b) * a.ldx + c * VEC);
                 const T* xv = reinterpret_cast<const T*>(&xr);
@@ -111,8 +106,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a, int split, b
         } else {
           for (int64_t i = kw * 32 + lane; i < a.I; i += stride) {
             const float wv = ld(wr[i]);
-            for (int b = 0; b < B; ++b)
-              acc[b] += wv * ld(x[(b0 + b) * a.ldx + i]);
+            for (int b = 0; b < B; ++b) acc[b] += wv * ld(x[(b0 + b) * a.ldx + i]);
           }
         }
       }
@@ -122,8 +116,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a, int split, b
       if (split > 1) {
 #pragma unroll
         for (int b = 0; b < kMaxB; ++b)
-          if (lane == b)
-            red[warp][b] = acc[b];
+          if (lane == b) red[warp][b] = acc[b];
         __syncthreads();
         if (kw == 0 && lane < B && r < a.O) {
           float t = 0.f;
@@ -135,8 +128,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a, int split, b
         float v = 0.f;
 #pragma unroll
         for (int b = 0; b < kMaxB; ++b)
-          if (lane == b)
-            v = acc[b];
+          if (lane == b) v = acc[b];
         epilogue<T>(a, r, b0 + lane, v);
       }
     }

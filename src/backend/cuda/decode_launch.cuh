@@ -36,8 +36,7 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, void*
   cfg.attrs = attr;
   cfg.numAttrs = pdl_enabled() ? 1 : 0;
   const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
-  if (e != cudaSuccess)
-    fail("step", std::string("CUDA kernel launch failed: ") + cudaGetErrorString(e));
+  if (e != cudaSuccess) fail("step", std::string("CUDA kernel launch failed: ") + cudaGetErrorString(e));
 }
 
 }  // namespace ssm::cuda::decode

@@ -65,8 +65,7 @@ __global__ void __launch_bounds__(kThreads) scan_step_kernel(ScanStepArgs a) {
       float ss = 0.f;
       for (int64_t i = lane; i < n; i += 32) ss += dbl[lo + i] * dbl[lo + i];
       ss = group_sum<32>(ss);
-      if (lane == 0)
-        scale[seg] = rsqrtf(ss / float(n) + a.mixer_eps);
+      if (lane == 0) scale[seg] = rsqrtf(ss / float(n) + a.mixer_eps);
     }
     __syncthreads();
     for (int64_t i = threadIdx.x; i < rows * E; i += kThreads) {
@@ -84,8 +83,7 @@ __global__ void __launch_bounds__(kThreads) scan_step_kernel(ScanStepArgs a) {
       dt[k] = 0.f;
 #pragma unroll
       for (int q = 0; q < kPre; ++q)
-        if (g + q * G < a.R)
-          dt[k] += wdt[q] * row[g + q * G];
+        if (g + q * G < a.R) dt[k] += wdt[q] * row[g + q * G];
       if (valid)
         for (int64_t j = g + kPre * G; j < a.R; j += G) dt[k] += a.dt_proj[d * a.R + j] * row[j];
     }
@@ -103,8 +101,7 @@ __global__ void __launch_bounds__(kThreads) scan_step_kernel(ScanStepArgs a) {
     }
 #pragma unroll
     for (int k = 0; k < K; ++k)
-      if (mine && k < rows)
-        a.h[((b0 + k) * a.Di + d) * a.N + g] = hv[k];
+      if (mine && k < rows) a.h[((b0 + k) * a.Di + d) * a.N + g] = hv[k];
 #pragma unroll
     for (int o = G / 2; o > 0; o /= 2)
 #pragma unroll
@@ -113,8 +110,7 @@ __global__ void __launch_bounds__(kThreads) scan_step_kernel(ScanStepArgs a) {
       const float Dd = a.D ? a.D[d] : 0.f;
 #pragma unroll
       for (int k = 0; k < K; ++k)
-        if (k < rows)
-          static_cast<T*>(a.y)[(b0 + k) * a.Di + d] = st<T>((acc[k] + Dd * uv[k]) * silu(zv[k]));
+        if (k < rows) static_cast<T*>(a.y)[(b0 + k) * a.Di + d] = st<T>((acc[k] + Dd * uv[k]) * silu(zv[k]));
     }
     return;
   }
@@ -124,8 +120,7 @@ __global__ void __launch_bounds__(kThreads) scan_step_kernel(ScanStepArgs a) {
     float dt = 0.f;
 #pragma unroll
     for (int q = 0; q < kPre; ++q)
-      if (g + q * G < a.R)
-        dt += wdt[q] * row[g + q * G];
+      if (g + q * G < a.R) dt += wdt[q] * row[g + q * G];
     if (valid)
       for (int64_t j = g + kPre * G; j < a.R; j += G) dt += a.dt_proj[d * a.R + j] * row[j];
     dt = softplus(group_sum<G>(dt) + (valid ? a.dt_bias[d] : 0.f));
@@ -168,13 +163,11 @@ __global__ void __launch_bounds__(kThreads)
   float ss = 0.f;
   for (int64_t c = threadIdx.x; c < C; c += kThreads) {
     float v = r[c];
-    if (add)
-      r[c] = v = v + ld(add[blockIdx.x * C + c]);
+    if (add) r[c] = v = v + ld(add[blockIdx.x * C + c]);
     ss += v * v;
   }
   ss = group_sum<32>(ss);
-  if (threadIdx.x % 32 == 0)
-    partial[threadIdx.x / 32] = ss;
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = ss;
   __syncthreads();
   float s = 0.f;
   for (int k = 0; k < kThreads / 32; ++k) s += partial[k];
@@ -194,8 +187,7 @@ __global__ void conv_step_kernel(const T* xz, int64_t ldx, T* state, const float
     for (int64_t k = 0; k + 1 < W; ++k) acc += wc[k] * ld(win[k * C]);
     acc += wc[W - 1] * x;
     for (int64_t k = 0; k + 2 < W; ++k) win[k * C] = win[(k + 1) * C];
-    if (W > 1)
-      win[(W - 2) * C] = xz[b * ldx + c];
+    if (W > 1) win[(W - 2) * C] = xz[b * ldx + c];
     xs[i] = st<T>(silu(acc));
   }
 }
@@ -230,8 +222,8 @@ void scan_step(const ScanStepArgs& a, void* stream) {
 void embed(DType wdt, const void* weight, const int64_t* ids, float* resid, int64_t B, int64_t C, void* stream) {
   dispatch_act("step", wdt, [&](auto t) {
     using T = decltype(t);
-    launch(embed_kernel<T>, dim3(blocks_for(B * C)), dim3(256), 0, stream, static_cast<const T*>(weight), ids, resid,
-           B, C);
+    launch(embed_kernel<T>, dim3(blocks_for(B * C)), dim3(256), 0, stream, static_cast<const T*>(weight), ids, resid, B,
+           C);
   });
 }
 
@@ -257,8 +249,8 @@ void conv_step(DType act, const void* xz, int64_t ldx, void* state, const float*
 void add_bias(DType act, void* y, int64_t ldy, const float* bias, int64_t B, int64_t C, void* stream) {
   dispatch_act("step", act, [&](auto t) {
     using T = decltype(t);
-    bias_kernel<T><<<blocks_for(B * C), 256, 0, static_cast<cudaStream_t>(stream)>>>(static_cast<T*>(y), ldy, bias,
-                                                                                       B, C);
+    bias_kernel<T>
+        <<<blocks_for(B * C), 256, 0, static_cast<cudaStream_t>(stream)>>>(static_cast<T*>(y), ldy, bias, B, C);
   });
   check_launch("step");
 }

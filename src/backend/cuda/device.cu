@@ -30,7 +30,8 @@ BlockCache& cache() {
   static BlockCache* c = new BlockCache;  // never destroyed: blocks live until the process ends
   return *c;
 }
-uint64_t g_in_use = 0, g_peak = 0, g_reserved = 0;  // bytes held by tensors / obtained from cudaMalloc (under cache().m)
+uint64_t g_in_use = 0, g_peak = 0,
+         g_reserved = 0;  // bytes held by tensors / obtained from cudaMalloc (under cache().m)
 // Returns every cached block to the driver (before retrying an allocation that ran out of memory).
 void release_cached(BlockCache& c) {
   for (auto& [bytes, p] : c.free) {

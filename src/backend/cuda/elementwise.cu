@@ -36,14 +36,10 @@ __global__ void copy_kernel(Walk w, TO* out, const TI* in) {
 template <typename T>
 __device__ inline float apply(Unary op, float x, float param) {
   switch (op) {
-    case Unary::neg:
-      return -x;
-    case Unary::exp:
-      return expf(x);
-    case Unary::silu:
-      return x / (1.f + expf(-x));
-    case Unary::softplus:
-      return x > param ? x : log1pf(expf(x));
+    case Unary::neg: return -x;
+    case Unary::exp: return expf(x);
+    case Unary::silu: return x / (1.f + expf(-x));
+    case Unary::softplus: return x > param ? x : log1pf(expf(x));
   }
   return x;
 }
@@ -61,18 +57,10 @@ __global__ void binary_kernel(Binary op, Walk w, T* out, const T* a, const T* b)
     const float x = ld(a[o.o1]), y = ld(b[o.o2]);
     float r = 0.f;
     switch (op) {
-      case Binary::add:
-        r = x + y;
-        break;
-      case Binary::sub:
-        r = x - y;
-        break;
-      case Binary::mul:
-        r = x * y;
-        break;
-      case Binary::div:
-        r = x / y;
-        break;
+      case Binary::add: r = x + y; break;
+      case Binary::sub: r = x - y; break;
+      case Binary::mul: r = x * y; break;
+      case Binary::div: r = x / y; break;
     }
     out[o.o0] = st<T>(r);
   }
@@ -97,12 +85,9 @@ __global__ void bias_kernel(T* out, const float* bias, int64_t rows, int64_t col
 // Same-dtype copies of non-float dtypes move raw elements of their size.
 template <typename F>
 void dispatch_bytes(size_t size, F&& f) {
-  if (size == 8)
-    return f(int64_t{});
-  if (size == 4)
-    return f(int32_t{});
-  if (size == 2)
-    return f(int16_t{});
+  if (size == 8) return f(int64_t{});
+  if (size == 4) return f(int32_t{});
+  if (size == 2) return f(int16_t{});
   return f(int8_t{});
 }
 
@@ -111,8 +96,7 @@ bool is_act(DType t) { return t == DType::f32 || t == DType::bf16 || t == DType:
 }  // namespace
 
 void copy(const Walk& w, void* out, DType dt, const void* in, DType stt) {
-  if (w.n == 0)
-    return;
+  if (w.n == 0) return;
   if (dt == stt) {
     dispatch_bytes(dtype_size(dt), [&](auto tag) {
       using T = decltype(tag);
@@ -134,8 +118,7 @@ void copy(const Walk& w, void* out, DType dt, const void* in, DType stt) {
 }
 
 void unary(Unary op, DType dt, const void* x, void* y, int64_t n, float param) {
-  if (n == 0)
-    return;
+  if (n == 0) return;
   dispatch_act("unary", dt, [&](auto tag) {
     using T = decltype(tag);
     unary_kernel<T><<<blocks_for(n), 256>>>(op, static_cast<const T*>(x), static_cast<T*>(y), n, param);
@@ -144,8 +127,7 @@ void unary(Unary op, DType dt, const void* x, void* y, int64_t n, float param) {
 }
 
 void binary(Binary op, DType dt, const Walk& w, void* out, const void* a, const void* b) {
-  if (w.n == 0)
-    return;
+  if (w.n == 0) return;
   dispatch_act("binary", dt, [&](auto tag) {
     using T = decltype(tag);
     binary_kernel<T>
@@ -155,8 +137,7 @@ void binary(Binary op, DType dt, const Walk& w, void* out, const void* a, const 
 }
 
 void embedding(DType wdt, const void* weight, const int64_t* ids, float* out, int64_t n, int64_t D) {
-  if (n * D == 0)
-    return;
+  if (n * D == 0) return;
   dispatch_act("embedding", wdt, [&](auto tag) {
     using T = decltype(tag);
     embedding_kernel<T><<<blocks_for(n * D), 256>>>(static_cast<const T*>(weight), ids, out, n, D);
@@ -165,8 +146,7 @@ void embedding(DType wdt, const void* weight, const int64_t* ids, float* out, in
 }
 
 void add_bias(DType dt, void* out, const float* bias, int64_t rows, int64_t cols) {
-  if (rows * cols == 0)
-    return;
+  if (rows * cols == 0) return;
   dispatch_act("linear", dt, [&](auto tag) {
     using T = decltype(tag);
     bias_kernel<T><<<blocks_for(rows * cols), 256>>>(static_cast<T*>(out), bias, rows, cols);

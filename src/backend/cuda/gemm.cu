@@ -24,27 +24,21 @@ namespace {
 constexpr size_t kWorkspace = size_t(32) << 20;
 
 void check(cublasStatus_t s, const char* what) {
-  if (s != CUBLAS_STATUS_SUCCESS)
-    fail("matmul", std::string(what) + " failed: " + cublasGetStatusString(s));
+  if (s != CUBLAS_STATUS_SUCCESS) fail("matmul", std::string(what) + " failed: " + cublasGetStatusString(s));
 }
 
 cudaDataType_t cuda_type(DType t) {
   switch (t) {
-    case DType::f32:
-      return CUDA_R_32F;
-    case DType::bf16:
-      return CUDA_R_16BF;
-    case DType::f16:
-      return CUDA_R_16F;
-    default:
-      fail("matmul", std::string("no CUDA GEMM for dtype ") + dtype_name(t));
+    case DType::f32: return CUDA_R_32F;
+    case DType::bf16: return CUDA_R_16BF;
+    case DType::f16: return CUDA_R_16F;
+    default: fail("matmul", std::string("no CUDA GEMM for dtype ") + dtype_name(t));
   }
 }
 
 uint32_t alignment(const void* p) {
   uint32_t a = 256;
-  while (a > 1 && reinterpret_cast<uintptr_t>(p) % a)
-    a /= 2;
+  while (a > 1 && reinterpret_cast<uintptr_t>(p) % a) a /= 2;
   return a;
 }
 
@@ -113,8 +107,7 @@ Plan make_plan(Lt& l, DType in, DType out, const void* A, bool ta, const void* B
 
 void matmul(DType in, DType out, const void* A, bool trans_a, const void* B, bool trans_b, void* C, int64_t M,
             int64_t N, int64_t K, bool tf32, void* stream) {
-  if (M == 0 || N == 0)
-    return;
+  if (M == 0 || N == 0) return;
   if (K == 0) {
     SSM_CHECK(cudaMemsetAsync(C, 0, size_t(M * N) * dtype_size(out), static_cast<cudaStream_t>(stream)) == cudaSuccess,
               "matmul", "cudaMemsetAsync failed");

@@ -11,8 +11,7 @@ constexpr int kThreads = 512;
 
 // Merges two (max, sum of exp(x - max)) pairs.
 __device__ inline void merge(float& m, float& s, float m2, float s2) {
-  if (m2 == -INFINITY)
-    return;
+  if (m2 == -INFINITY) return;
   if (m == -INFINITY) {
     m = m2;
     s = s2;
@@ -36,27 +35,21 @@ __device__ float row_lse(const T* row, int64_t n, float2* sh) {
       s += expf(v - m);
     }
   }
-  for (int o = 16; o > 0; o /= 2)
-    merge(m, s, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
-  if (threadIdx.x % 32 == 0)
-    sh[threadIdx.x / 32] = make_float2(m, s);
+  for (int o = 16; o > 0; o /= 2) merge(m, s, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
+  if (threadIdx.x % 32 == 0) sh[threadIdx.x / 32] = make_float2(m, s);
   __syncthreads();
   float M = -INFINITY, S = 0.f;
-  for (int i = 0; i < int(blockDim.x / 32); ++i)
-    merge(M, S, sh[i].x, sh[i].y);
+  for (int i = 0; i < int(blockDim.x / 32); ++i) merge(M, S, sh[i].x, sh[i].y);
   __syncthreads();
   return M + logf(S);
 }
 
 __device__ inline float block_sum(float v, float* sh) {
-  for (int o = 16; o > 0; o /= 2)
-    v += __shfl_xor_sync(0xffffffffu, v, o);
-  if (threadIdx.x % 32 == 0)
-    sh[threadIdx.x / 32] = v;
+  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  if (threadIdx.x % 32 == 0) sh[threadIdx.x / 32] = v;
   __syncthreads();
   float s = 0.f;
-  for (int i = 0; i < int(blockDim.x / 32); ++i)
-    s += sh[i];
+  for (int i = 0; i < int(blockDim.x / 32); ++i) s += sh[i];
   __syncthreads();
   return s;
 }
@@ -86,8 +79,7 @@ __global__ void __launch_bounds__(kThreads)
     T* drow = dlogits + i * V;
     const int64_t t = targets[i];
     if (t == ignore) {
-      for (int64_t c = threadIdx.x; c < V; c += blockDim.x)
-        drow[c] = st<T>(0.f);
+      for (int64_t c = threadIdx.x; c < V; c += blockDim.x) drow[c] = st<T>(0.f);
       continue;
     }
     const float l = lse[i];
@@ -116,8 +108,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
     const int64_t o = i * n;
     float acc = 0.f;
-    for (int64_t c = threadIdx.x; c < n; c += blockDim.x)
-      acc += log ? ld(g[o + c]) : ld(g[o + c]) * ld(y[o + c]);
+    for (int64_t c = threadIdx.x; c < n; c += blockDim.x) acc += log ? ld(g[o + c]) : ld(g[o + c]) * ld(y[o + c]);
     const float s = block_sum(acc, sh);
     for (int64_t c = threadIdx.x; c < n; c += blockDim.x) {
       const float yv = ld(y[o + c]), gv = ld(g[o + c]);
@@ -132,8 +123,7 @@ unsigned row_grid(int64_t rows) { return unsigned(rows < 132 * 16 ? rows : 132 *
 
 void cross_entropy_fwd(DType dt, const void* logits, const int64_t* targets, int64_t ignore, float* lse,
                        float* row_loss, int64_t N, int64_t V) {
-  if (N == 0)
-    return;
+  if (N == 0) return;
   dispatch_act("cross_entropy", dt, [&](auto tag) {
     using T = decltype(tag);
     ce_fwd_kernel<T><<<row_grid(N), kThreads>>>(static_cast<const T*>(logits), targets, ignore, lse, row_loss, N, V);
@@ -143,8 +133,7 @@ void cross_entropy_fwd(DType dt, const void* logits, const int64_t* targets, int
 
 void cross_entropy_bwd(DType dt, const void* logits, const int64_t* targets, int64_t ignore, const float* lse,
                        const float* g, float inv_count, void* dlogits, int64_t N, int64_t V) {
-  if (N == 0)
-    return;
+  if (N == 0) return;
   dispatch_act("cross_entropy", dt, [&](auto tag) {
     using T = decltype(tag);
     ce_bwd_kernel<T><<<row_grid(N), kThreads>>>(static_cast<const T*>(logits), targets, ignore, lse, g, inv_count,
@@ -154,8 +143,7 @@ void cross_entropy_bwd(DType dt, const void* logits, const int64_t* targets, int
 }
 
 void softmax_fwd(DType dt, const void* x, void* y, int64_t rows, int64_t n, bool log) {
-  if (rows * n == 0)
-    return;
+  if (rows * n == 0) return;
   dispatch_act("softmax", dt, [&](auto tag) {
     using T = decltype(tag);
     softmax_fwd_kernel<T><<<row_grid(rows), kThreads>>>(static_cast<const T*>(x), static_cast<T*>(y), rows, n, log);
@@ -164,8 +152,7 @@ void softmax_fwd(DType dt, const void* x, void* y, int64_t rows, int64_t n, bool
 }
 
 void softmax_bwd(DType dt, const void* y, const void* g, void* dx, int64_t rows, int64_t n, bool log) {
-  if (rows * n == 0)
-    return;
+  if (rows * n == 0) return;
   dispatch_act("softmax", dt, [&](auto tag) {
     using T = decltype(tag);
     softmax_bwd_kernel<T><<<row_grid(rows), kThreads>>>(static_cast<const T*>(y), static_cast<const T*>(g),

@@ -66,8 +66,7 @@ void record(const ModelConfig& c, const Mamba1StepWeights& w, GpuStep& g, cudaSt
       add_rms_norm(act, g.resid.data<float>(), i == 0 ? nullptr : g.out.raw_data(), fp(l.norm_w), g.normed.raw_data(),
                    B, dm, eps, s);
       gemm(act, act, g.normed.raw_data(), l.in_proj.raw_data(), xz, B, dm, 2 * Di, tf32, s);
-      if (l.in_proj_b.defined())
-        add_bias(act, xz, 2 * Di, fp(l.in_proj_b), B, 2 * Di, s);
+      if (l.in_proj_b.defined()) add_bias(act, xz, 2 * Di, fp(l.in_proj_b), B, 2 * Di, s);
       conv_step(act, xz, 2 * Di, g.conv[size_t(i)].raw_data(), fp(l.conv_w), fp(l.conv_b), g.xs.raw_data(), B, Di,
                 c.d_conv, s);
     }
@@ -93,8 +92,7 @@ void record(const ModelConfig& c, const Mamba1StepWeights& w, GpuStep& g, cudaSt
       gemv(o, s);
     } else {
       gemm(act, act, g.y.raw_data(), l.out_proj.raw_data(), g.out.raw_data(), B, Di, dm, tf32, s);
-      if (l.out_proj_b.defined())
-        add_bias(act, g.out.raw_data(), dm, fp(l.out_proj_b), B, dm, s);
+      if (l.out_proj_b.defined()) add_bias(act, g.out.raw_data(), dm, fp(l.out_proj_b), B, dm, s);
     }
   }
   if (small) {  // final norm + head

@@ -15,9 +15,9 @@ __device__ inline float softplus(float v) { return v > 20.f ? v : log1pf(__expf(
 
 // One block per (row, group).
 template <typename T>
-__global__ void __launch_bounds__(kThreads) gated_rms_norm_kernel(const T* x, const T* z, int64_t ldz, const float* w,
-                                                                  T* out, int64_t C, int64_t group, float eps,
-                                                                  bool before) {
+__global__ void __launch_bounds__(kThreads)
+    gated_rms_norm_kernel(const T* x, const T* z, int64_t ldz, const float* w, T* out, int64_t C, int64_t group,
+                          float eps, bool before) {
   __shared__ float partial[kThreads / 32];
   const int64_t ng = C / group, row = blockIdx.x / ng, g0 = (blockIdx.x % ng) * group;
   const T* xr = x + row * C + g0;

@@ -90,8 +90,8 @@ void record(const ModelConfig& c, const Mamba2StepWeights& w, GpuStep2& g, cudaS
       if (l.out_proj_b.defined()) add_bias(act, g.out.raw_data(), dm, fp(l.out_proj_b), B, dm, s);
     }
   }
-  add_rms_norm(act, g.resid.data<float>(), small ? nullptr : g.out.raw_data(), fp(w.norm_f), g.normed.raw_data(), B,
-               dm, eps, s);
+  add_rms_norm(act, g.resid.data<float>(), small ? nullptr : g.out.raw_data(), fp(w.norm_f), g.normed.raw_data(), B, dm,
+               eps, s);
   if (small) {
     GemvArgs h;
     h.act = act, h.w = w.lm_head.raw_data(), h.O = V, h.I = dm, h.B = B, h.x = g.normed.raw_data(), h.ldx = dm;

@@ -13,7 +13,7 @@ struct Mamba3FwdArgs {
   DType act = DType::f32;
   const void *q = nullptr, *k = nullptr, *v = nullptr, *z = nullptr;  // z may be null
   const float *adt = nullptr, *dt = nullptr, *trap = nullptr, *angles = nullptr;
-  const float *q_bias = nullptr, *k_bias = nullptr, *D = nullptr;  // D may be null
+  const float *q_bias = nullptr, *k_bias = nullptr, *D = nullptr;                // D may be null
   const float *angle0 = nullptr, *ssm0 = nullptr, *k0 = nullptr, *v0 = nullptr;  // initial states or null (zeros)
   void* y = nullptr;
   float *angle_out = nullptr, *ssm_out = nullptr, *k_out = nullptr, *v_out = nullptr;

@@ -74,8 +74,9 @@ std::string Nccl::make_id() {
 }
 
 Nccl::Nccl(const std::string& id, int rank, int world) : impl_(std::make_unique<Impl>()), rank_(rank), world_(world) {
-  SSM_CHECK(id.size() == NCCL_UNIQUE_ID_BYTES, kOp,
-            "the NCCL id has " + std::to_string(id.size()) + " bytes, expected " + std::to_string(NCCL_UNIQUE_ID_BYTES));
+  SSM_CHECK(
+      id.size() == NCCL_UNIQUE_ID_BYTES, kOp,
+      "the NCCL id has " + std::to_string(id.size()) + " bytes, expected " + std::to_string(NCCL_UNIQUE_ID_BYTES));
   SSM_CHECK(world >= 1 && rank >= 0 && rank < world, kOp,
             "rank " + std::to_string(rank) + " of " + std::to_string(world));
   ncclUniqueId u;

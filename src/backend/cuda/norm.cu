@@ -10,8 +10,7 @@ constexpr int kNormThreads = 256;
 __device__ inline float block_sum(float v, float* shared) {
   for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0)
-    shared[warp] = v;
+  if (lane == 0) shared[warp] = v;
   __syncthreads();
   float s = 0.f;
   for (int i = 0; i < int(blockDim.x / 32); ++i) s += shared[i];
@@ -30,10 +29,8 @@ __global__ void __launch_bounds__(kNormThreads)
   float ss = 0.f;
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
     float v = ld(xr[c]);
-    if (ri)
-      v += ri[c];
-    if (ro)
-      ro[c] = v;
+    if (ri) v += ri[c];
+    if (ro) ro[c] = v;
     ss += v * v;
   }
   const float inv = rsqrtf(block_sum(ss, partial) / float(C) + eps);
@@ -48,8 +45,7 @@ __global__ void __launch_bounds__(kNormThreads)
 
 void rms_norm(DType dt, const void* x, const float* res_in, float* res_out, const float* w, void* out, int64_t rows,
               int64_t C, float eps) {
-  if (rows == 0)
-    return;
+  if (rows == 0) return;
   SSM_CHECK(rows <= 2147483647, "rms_norm", "too many rows for one launch");
   dispatch_act("rms_norm", dt, [&](auto tag) {
     using T = decltype(tag);

@@ -1,6 +1,7 @@
 // Optimizer kernels: the sum of squares for the gradient norm (f64 accumulation; per-block partials
 // added in block order by the last block: deterministic), the in-place scale of gradient clipping,
-// and AdamW (fp32 master weights and state), with the arithmetic of the CPU AdamW (src/train/optim.cpp) in the same order.
+// and AdamW (fp32 master weights and state), with the arithmetic of the CPU AdamW (src/train/optim.cpp) in the same
+// order.
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/train_kernels.h"
 
@@ -17,37 +18,29 @@ __global__ void sum_squares_kernel(const float* x, int64_t n, double* part, doub
   double s = 0;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     s += double(x[i]) * double(x[i]);
-  for (int o = 16; o > 0; o /= 2)
-    s += __shfl_xor_sync(0xffffffffu, s, o);
-  if (threadIdx.x % 32 == 0)
-    sh[threadIdx.x / 32] = s;
+  for (int o = 16; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if (threadIdx.x % 32 == 0) sh[threadIdx.x / 32] = s;
   __syncthreads();
   if (threadIdx.x == 0) {
     double t = 0;
-    for (int i = 0; i < int(blockDim.x / 32); ++i)
-      t += sh[i];
+    for (int i = 0; i < int(blockDim.x / 32); ++i) t += sh[i];
     part[blockIdx.x] = t;
     __threadfence();
     last = atomicAdd(&g_ticket, 1u) == gridDim.x - 1;
   }
   __syncthreads();
-  if (!last)
-    return;
+  if (!last) return;
   __threadfence();
   // The last block: the partials in a fixed order (strided per thread, then the warps' sums in order).
   double v = 0;
-  for (unsigned i = threadIdx.x; i < gridDim.x; i += blockDim.x)
-    v += static_cast<volatile double*>(part)[i];
-  for (int o = 16; o > 0; o /= 2)
-    v += __shfl_xor_sync(0xffffffffu, v, o);
+  for (unsigned i = threadIdx.x; i < gridDim.x; i += blockDim.x) v += static_cast<volatile double*>(part)[i];
+  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
   __syncthreads();
-  if (threadIdx.x % 32 == 0)
-    sh[threadIdx.x / 32] = v;
+  if (threadIdx.x % 32 == 0) sh[threadIdx.x / 32] = v;
   __syncthreads();
   if (threadIdx.x == 0) {
     double t = 0;
-    for (int i = 0; i < int(blockDim.x / 32); ++i)
-      t += sh[i];
+    for (int i = 0; i < int(blockDim.x / 32); ++i) t += sh[i];
     acc[0] += t;
     g_ticket = 0;
   }
@@ -80,8 +73,7 @@ unsigned grid_for(int64_t n) {
 }  // namespace
 
 void sum_squares(const float* x, int64_t n, double* acc) {
-  if (n == 0)
-    return;
+  if (n == 0) return;
   const unsigned grid = grid_for(n);
   Scratch<double> part(grid);
   sum_squares_kernel<<<grid, 256>>>(x, n, part.p, acc);
@@ -89,15 +81,13 @@ void sum_squares(const float* x, int64_t n, double* acc) {
 }
 
 void scale(float* x, int64_t n, float s) {
-  if (n == 0)
-    return;
+  if (n == 0) return;
   scale_kernel<<<grid_for(n), 256>>>(x, n, s);
   check_launch("clip_grad_norm");
 }
 
 void adamw(float* p, const float* g, float* m, float* v, int64_t n, const AdamWStep& s) {
-  if (n == 0)
-    return;
+  if (n == 0) return;
   adamw_kernel<<<grid_for(n), 256>>>(p, g, m, v, n, s);
   check_launch("adamw");
 }

@@ -29,12 +29,12 @@ struct ScanFwdArgs {
 void scan_fwd(const ScanFwdArgs& a);
 
 struct ScanBwdArgs {
-  ScanFwdArgs f;      // the forward's inputs and its ckpt (y, hT unused)
-  const void* dy;     // [B, L, D] act, or null (zero)
-  const float* dhT;   // [B, D, N] or null (zero)
-  void *du, *ddelta;  // [B, L, D] act
-  void* dz;           // [B, L, D] act, or null when there is no z
-  void *dB, *dC;      // [B, L, G, N] act
+  ScanFwdArgs f;                       // the forward's inputs and its ckpt (y, hT unused)
+  const void* dy;                      // [B, L, D] act, or null (zero)
+  const float* dhT;                    // [B, D, N] or null (zero)
+  void *du, *ddelta;                   // [B, L, D] act
+  void* dz;                            // [B, L, D] act, or null when there is no z
+  void *dB, *dC;                       // [B, L, G, N] act
   float *dA, *dD, *ddelta_bias, *dh0;  // [D, N], [D], [D], [B, D, N]; always written
 };
 // Deterministic: the same inputs give bit-identical gradients (no atomics; fixed-order reductions).

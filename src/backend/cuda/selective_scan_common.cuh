@@ -18,22 +18,32 @@
 
 namespace ssm::cuda::scan {
 
-constexpr int kCh = 16;                    // channels per block
-constexpr int kTile = 16;                  // steps per tile (= state threads per channel)
-constexpr int kThreads = kCh * kTile;      // 256
-constexpr int kRow = 20;                   // padded row of a [16][16] slice: LDS.128 over 8 rows is conflict-free
-constexpr int kSlab = kTile * kRow + 20;   // one channel's [step][state] partials
-constexpr int kBCSlot = kTile * kRow;      // one [state][step] tile of B or C
+constexpr int kCh = 16;                   // channels per block
+constexpr int kTile = 16;                 // steps per tile (= state threads per channel)
+constexpr int kThreads = kCh * kTile;     // 256
+constexpr int kRow = 20;                  // padded row of a [16][16] slice: LDS.128 over 8 rows is conflict-free
+constexpr int kSlab = kTile * kRow + 20;  // one channel's [step][state] partials
+constexpr int kBCSlot = kTile * kRow;     // one [state][step] tile of B or C
 constexpr float kLog2e = 1.4426950408889634f;
 static_assert(kScanMaxN == kTile, "one state thread per tile step");
 
 __device__ inline float to_f(float x) { return x; }
 __device__ inline float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
 __device__ inline float to_f(__half x) { return __half2float(x); }
-template <typename T> __device__ inline T from_f(float x);
-template <> __device__ inline float from_f<float>(float x) { return x; }
-template <> __device__ inline __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-template <> __device__ inline __half from_f<__half>(float x) { return __float2half_rn(x); }
+template <typename T>
+__device__ inline T from_f(float x);
+template <>
+__device__ inline float from_f<float>(float x) {
+  return x;
+}
+template <>
+__device__ inline __nv_bfloat16 from_f<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+template <>
+__device__ inline __half from_f<__half>(float x) {
+  return __float2half_rn(x);
+}
 
 __device__ inline float ex2(float x) {  // 2^x, MUFU (relative error ~2^-22)
   float y;

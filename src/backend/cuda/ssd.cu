@@ -75,13 +75,13 @@ __device__ inline void frag_b(uint32_t b[2], const T* Bt, int ld, int n0, int k0
 template <int NP, int PT>
 struct ChunkSmem {
   static constexpr int kLdN = NP + 8;
-  static constexpr int kC = 0;                     // C   [Q][ldN]
-  static constexpr int kB = kC + kQ * kLdN;        // B   [Q][ldN]
-  static constexpr int kBt = kB + kQ * kLdN;       // Bsᵀ [NP][ldQ], B scaled by exp(Λ_last - Λ_s)
-  static constexpr int kXt = kBt + NP * kLdQ;      // Xᵀ  [PT][ldQ]
-  static constexpr int kM = kXt + PT * kLdQ;       // M   [Q][ldQ]
-  static constexpr int kS = kM + kQ * kLdQ;        // S   [PT][ldN], the state entering the chunk
-  static constexpr int kElems = kS + PT * kLdN;    // then Λ [Q] f32
+  static constexpr int kC = 0;                   // C   [Q][ldN]
+  static constexpr int kB = kC + kQ * kLdN;      // B   [Q][ldN]
+  static constexpr int kBt = kB + kQ * kLdN;     // Bsᵀ [NP][ldQ], B scaled by exp(Λ_last - Λ_s)
+  static constexpr int kXt = kBt + NP * kLdQ;    // Xᵀ  [PT][ldQ]
+  static constexpr int kM = kXt + PT * kLdQ;     // M   [Q][ldQ]
+  static constexpr int kS = kM + kQ * kLdQ;      // S   [PT][ldN], the state entering the chunk
+  static constexpr int kElems = kS + PT * kLdN;  // then Λ [Q] f32
   static constexpr size_t bytes(size_t esize) { return size_t(kElems) * esize + kQ * sizeof(float); }
 };
 
@@ -340,7 +340,8 @@ void launch_chunked_np(const SSDFwdArgs& a, cudaStream_t s) {
 int sm_count() {
   static int n = [] {
     int dev = 0, v = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
       return 132;
     return v;
   }();
@@ -384,8 +385,8 @@ void launch_chunked(const SSDFwdArgs& a, cudaStream_t s) {
 
 bool ssd_chunked_ok(const SSDFwdArgs& a) {
   auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };  // 16-byte loads
-  return (a.act == DType::bf16 || a.act == DType::f16) && a.N % 8 == 0 && a.N <= 256 && a.P % 8 == 0 &&
-         aligned(a.x) && aligned(a.B) && aligned(a.C);
+  return (a.act == DType::bf16 || a.act == DType::f16) && a.N % 8 == 0 && a.N <= 256 && a.P % 8 == 0 && aligned(a.x) &&
+         aligned(a.B) && aligned(a.C);
 }
 
 void ssd_fwd(const SSDFwdArgs& a, SSDKernel k, void* stream) {

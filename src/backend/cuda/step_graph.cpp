@@ -53,14 +53,14 @@ const Tensor& StepGraph::run(InferenceState& state, std::span<const int64_t> tok
   }
   check_step(cudaEventRecord(before, nullptr), "cudaEventRecord");
   check_step(cudaStreamWaitEvent(stream, before, 0), "cudaStreamWaitEvent");
-  check_step(cudaMemcpyAsync(ids.raw_data(), token_ids.data(), size_t(B) * sizeof(int64_t), cudaMemcpyHostToDevice,
-                             stream),
-             "cudaMemcpyAsync");
+  check_step(
+      cudaMemcpyAsync(ids.raw_data(), token_ids.data(), size_t(B) * sizeof(int64_t), cudaMemcpyHostToDevice, stream),
+      "cudaMemcpyAsync");
   if (exec) {
     check_step(cudaGraphLaunch(exec, stream), "cudaGraphLaunch");
   } else {
-    record(stream);             // the first step runs eagerly ...
-    if (graphs_enabled()) {     // ... and is captured for the next ones
+    record(stream);          // the first step runs eagerly ...
+    if (graphs_enabled()) {  // ... and is captured for the next ones
       cudaGraph_t graph = nullptr;
       check_step(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
       try {

@@ -50,8 +50,8 @@ void embedding_backward(const float* g, const int64_t* ids, float* dw, int64_t n
 // dout (dt) is the gradient of out; dres_out (f32, may be null) that of the residual output.
 // Writes dx (dt) and dres_in (f32) = the gradient of the norm's input (either may be null) and
 // dw (f32 [C], may be null; written).
-void rms_norm_backward(DType dt, const void* x, const float* r, const float* w, const void* dout,
-                       const float* dres_out, void* dx, float* dres_in, float* dw, int64_t rows, int64_t C, float eps);
+void rms_norm_backward(DType dt, const void* x, const float* r, const float* w, const void* dout, const float* dres_out,
+                       void* dx, float* dres_in, float* dw, int64_t rows, int64_t C, float eps);
 
 // Backward of the depthwise causal conv (kernels.h conv1d): dy (dt [B, L, D]) and dhT (dt
 // [B, W-1, D], may be null) → dx (dt), dh0 (dt [B, W-1, D], may be null), dw (f32 [D, W]) and dbias

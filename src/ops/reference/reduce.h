@@ -35,7 +35,8 @@ void sum_dims(const T* x, const std::vector<int64_t>& shape, const std::vector<b
 
 // Max over the middle dim of x [outer, n, inner] (n >= 1) -> val [outer, inner], arg [outer, inner]
 // (either may be null). NaN counts as the maximum; ties and NaNs resolve to the first index.
-template <typename T> void max_dim(const T* x, int64_t outer, int64_t n, int64_t inner, T* val, int64_t* arg) {
+template <typename T>
+void max_dim(const T* x, int64_t outer, int64_t n, int64_t inner, T* val, int64_t* arg) {
   for (int64_t o = 0; o < outer; ++o) {
     for (int64_t k = 0; k < inner; ++k) {
       const T* p = x + o * n * inner + k;

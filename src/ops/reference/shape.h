@@ -14,7 +14,8 @@ inline std::vector<int64_t> row_major_strides(const std::vector<int64_t>& s) {
   return st;
 }
 // Calls f(coords) for every coordinate of `shape` in row-major order.
-template <typename F> void for_each_index(const std::vector<int64_t>& shape, F f) {
+template <typename F>
+void for_each_index(const std::vector<int64_t>& shape, F f) {
   int64_t n = 1;
   for (int64_t s : shape) n *= s;
   std::vector<int64_t> idx(shape.size(), 0);

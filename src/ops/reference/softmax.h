@@ -6,7 +6,8 @@
 namespace ssm::ref {
 
 // Softmax (or log-softmax) over the middle dim of x [outer, n, inner] into y (same shape).
-template <typename T> void softmax_dim(const T* x, int64_t outer, int64_t n, int64_t inner, T* y, bool log) {
+template <typename T>
+void softmax_dim(const T* x, int64_t outer, int64_t n, int64_t inner, T* y, bool log) {
   for (int64_t o = 0; o < outer; ++o) {
     for (int64_t k = 0; k < inner; ++k) {
       const T* p = x + o * n * inner + k;
