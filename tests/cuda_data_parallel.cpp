@@ -27,8 +27,7 @@ class CudaDataParallel : public ::testing::Test {
  protected:
   void SetUp() override {
     if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible";
-    const char* b = std::getenv("SSM_BIN");
-    bin_ = b ? std::string(b) : std::string(SSM_BINARY_DIR) + "/ssm";
+    bin_ = ssm_binary();
     if (!fs::exists(bin_)) GTEST_SKIP() << "no ssm binary at " << bin_ << " (set SSM_BIN)";
     dir_ = fs::temp_directory_path() / ("ssm_cuda_dp_" + std::to_string(::getpid()));
     fs::create_directories(dir_);
@@ -48,10 +47,7 @@ class CudaDataParallel : public ::testing::Test {
                             "--dtype f32 -o " +
                             out(name) + " " + extra + " > " + out(name + ".out") + " 2> " + out(name + ".err");
     const int st = std::system(cmd.c_str());
-    std::ifstream f(out(name + ".err"));
-    std::stringstream ss;
-    ss << f.rdbuf();
-    *err = ss.str();
+    *err = slurp(out(name + ".err"));
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   }
   std::vector<double> losses(const std::string& name) const {
@@ -66,12 +62,7 @@ class CudaDataParallel : public ::testing::Test {
   Tensor weights(const std::string& name, const std::string& tensor) const {
     return io::SafeTensors::open(out(name) + "/model/model.safetensors").get(tensor);
   }
-  std::string bytes(const std::string& name) const {
-    std::ifstream f(out(name) + "/model/model.safetensors", std::ios::binary);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-  }
+  std::string bytes(const std::string& name) const { return slurp(out(name) + "/model/model.safetensors"); }
   std::string bin_;
   fs::path dir_;
 };

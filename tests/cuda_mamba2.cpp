@@ -181,17 +181,9 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CudaMamba2, ::testing::Values("hf-mamba2-tiny
                          [](const auto& info) { return test_name(info.param); });
 
 // ---- the command line ----
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 TEST(CudaMamba2Cli, LogitsAndGreedyGenerateMatchGolden) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible";
-  const char* b = std::getenv("SSM_BIN");
-  const std::string bin = b ? std::string(b) : std::string(SSM_BINARY_DIR) + "/ssm";
+  const std::string bin = ssm_binary();
   if (!fs::exists(bin)) GTEST_SKIP() << "no ssm binary at " << bin << " (set SSM_BIN)";
   const fs::path dir = fs::temp_directory_path() / ("ssm_cuda_m2_" + std::to_string(::getpid()));
   fs::create_directories(dir);

@@ -104,19 +104,11 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CudaModel,
                          });
 
 // ---- the command line ----
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 class CudaCli : public ::testing::Test {
  protected:
   void SetUp() override {
     if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible";
-    const char* b = std::getenv("SSM_BIN");
-    bin_ = b ? std::string(b) : std::string(SSM_BINARY_DIR) + "/ssm";
+    bin_ = ssm_binary();
     if (!fs::exists(bin_)) GTEST_SKIP() << "no ssm binary at " << bin_ << " (set SSM_BIN)";
     dir_ = fs::temp_directory_path() / ("ssm_cuda_cli_" + std::to_string(::getpid()));
     fs::create_directories(dir_);

@@ -5,7 +5,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <sstream>
 #include <vector>
 #include <string>
 
@@ -30,6 +32,20 @@ inline std::string shared_dir() {
   } while (0)
 
 inline std::string shared_path(const std::string& rel) { return shared_dir() + "/" + rel; }
+
+// The whole content of a file ("" if it cannot be read).
+inline std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// The ssm binary the command-line tests run: $SSM_BIN (a staged copy on the GPU machine), else the build's.
+inline std::string ssm_binary() {
+  const char* b = std::getenv("SSM_BIN");
+  return b ? std::string(b) : std::string(SSM_BINARY_DIR) + "/ssm";
+}
 
 struct ErrStats {
   double max_abs = 0, mean_abs = 0, ref_max = 0;

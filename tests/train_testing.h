@@ -7,6 +7,7 @@
 #include <string>
 
 #include "ssm/trainer.h"
+#include "testing.h"
 
 namespace ssm::testing {
 
@@ -38,13 +39,6 @@ inline std::string write_text(const std::string& name) {
   std::ofstream o(path);
   for (int i = 0; i < 200; ++i) o << "the quick brown fox " << i << " jumps over the lazy dog.\n";
   return path;
-}
-
-inline std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 }  // namespace ssm::testing

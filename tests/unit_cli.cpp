@@ -26,18 +26,12 @@ namespace {
 namespace fs = std::filesystem;
 using testing::AllClose;
 using testing::shared_path;
+using testing::slurp;
 
 struct CmdResult {
   int code = -1;
   std::string out, err;
 };
-
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 // A scratch directory per test, removed afterwards.
 class Cli : public ::testing::Test {

@@ -195,7 +195,7 @@ tools::Command cmd{
       app.add_option("--limit", o->limit, "score only the first N chunks / documents (0 = all)")->default_str("0");
       app.add_option("--tokenizer", o->tokenizer, "tokenizer.json (default: the model directory's)");
       app.add_option("--dtype", o->dtype, "weight storage: f32, bf16 or f16")->default_str("f32");
-      app.add_option("--device", o->device, "cpu, or cuda (Mamba-1/Falcon-Mamba; activations in --dtype)")
+      app.add_option("--device", o->device, "cpu, or cuda (Mamba-1/2/3, Falcon-Mamba; activations in --dtype)")
           ->default_str("cpu");
       app.footer(
           "Text mode prints the running perplexity after each chunk ([1]x,[2]y,...) and\n"

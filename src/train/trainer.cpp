@@ -139,10 +139,8 @@ double run_training(const TrainConfig& cfg) {
   const auto dp = DataParallel::from_environment(cfg.gpus);
   SSM_CHECK(!dp || gpu, "train",
             "data-parallel training (--gpus, or RANK/WORLD_SIZE set) runs on GPUs: use --device cuda");
-  SSM_CHECK(!dp || cfg.batch % dp->world() == 0, "train",
-            "the batch of " + std::to_string(cfg.batch) + " sequences does not split evenly over " +
-                std::to_string(dp ? dp->world() : 1) + " GPUs");
-  const bool main = !dp || dp->main();  // rank 0 logs, evaluates, samples and writes files
+  if (dp) dist::shard(cfg.batch, dp->rank(), dp->world());  // fails now if the batch does not split evenly
+  const bool main = !dp || dp->main();                      // rank 0 logs, evaluates, samples and writes files
   const bool is_task = !cfg.task.empty();
   SSM_CHECK(cfg.sample_every <= 0 || !is_task, "train",
             "text samples (--sample-every) need text data (--data), not a synthetic task");
@@ -336,6 +334,7 @@ double run_training(const TrainConfig& cfg) {
   bool stop_agreed = false;
   auto interrupted = [&] { return dp ? stop_agreed : bool(g_stop); };
   const double loss_scale = 1.0 / double(cfg.grad_accum * (dp ? dp->world() : 1));
+  auto mine = [&](const Tensor& batch) { return dp ? dp->shard(batch) : batch; };  // this rank's rows
   for (; step < cfg.steps && !interrupted() && !stop_early(); ++step) {
     auto ts = std::chrono::steady_clock::now();
     double lr = cosine_lr(step, cfg.warmup, cfg.steps, cfg.lr, cfg.min_lr);
@@ -345,11 +344,9 @@ double run_training(const TrainConfig& cfg) {
       Tensor loss;
       if (is_task) {
         data::TaskBatch tb = task_batch(uint64_t(step) * 1024 + uint64_t(a), cfg.task_len);
-        loss = dp ? masked_lm_loss(*model, dp->shard(tb.inputs), dp->shard(tb.targets))
-                  : masked_lm_loss(*model, tb.inputs, tb.targets);
+        loss = masked_lm_loss(*model, mine(tb.inputs), mine(tb.targets));
       } else {
-        Tensor batch = train_loader.next();
-        loss = lm_loss(*model, dp ? dp->shard(batch) : batch);
+        loss = lm_loss(*model, mine(train_loader.next()));
       }
       loss_sum += loss.item();
       (loss_scale != 1.0 ? mul_scalar(loss, loss_scale) : loss).backward();

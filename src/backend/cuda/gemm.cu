@@ -14,10 +14,6 @@
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/train_kernels.h"
 
-namespace ssm {
-void* cuda_alloc(size_t bytes);
-}
-
 namespace ssm::cuda {
 namespace {
 
