@@ -125,7 +125,7 @@ __global__ void __launch_bounds__(kThreads) bwd_kernel(ScanBwdArgs g, BwdOut o, 
         const float ypre = sum_states(s_p1) + Dv * e.u;
         if (a.z) {
           const float sg = sigmoid(e.z);
-          static_cast<T*>(g.dz)[e.i] = from_f<T>(e.dy * ypre * sg * (1.f + e.z * (1.f - sg)));
+          static_cast<T*>(g.dz)[e.i] = st<T>(e.dy * ypre * sg * (1.f + e.z * (1.f - sg)));
           gg = e.dy * e.z * sg;
         }
         dD += gg * e.u;
@@ -152,8 +152,8 @@ __global__ void __launch_bounds__(kThreads) bwd_kernel(ScanBwdArgs g, BwdOut o, 
         float ddt = sum_states(s_p1) + e.u * p2;
         if (a.softplus) ddt *= softplus_grad(e.raw);
         dbias += ddt;
-        static_cast<T*>(g.ddelta)[e.i] = from_f<T>(ddt);
-        static_cast<T*>(g.du)[e.i] = from_f<T>(e.dt * p2 + Dv * gg);
+        static_cast<T*>(g.ddelta)[e.i] = st<T>(ddt);
+        static_cast<T*>(g.du)[e.i] = st<T>(e.dt * p2 + Dv * gg);
       }
       // dB, dC of step t0 + r, state q: sums over the slab's channels, one partial per group.
       const int64_t t = t0 + r;
@@ -212,8 +212,8 @@ __global__ void bc_reduce_kernel(const float* pB, const float* pC, T* dB, T* dC,
       sb += pB[(s + gr) * bln + row];
       sc += pC[(s + gr) * bln + row];
     }
-    dB[i] = from_f<T>(sb);
-    dC[i] = from_f<T>(sc);
+    dB[i] = st<T>(sb);
+    dC[i] = st<T>(sc);
   }
 }
 

@@ -14,6 +14,7 @@
 
 #include <string>
 
+#include "backend/cuda/common.cuh"
 #include "backend/cuda/selective_scan.h"
 
 namespace ssm::cuda::scan {
@@ -26,24 +27,6 @@ constexpr int kSlab = kTile * kRow + 20;  // one channel's [step][state] partial
 constexpr int kBCSlot = kTile * kRow;     // one [state][step] tile of B or C
 constexpr float kLog2e = 1.4426950408889634f;
 static_assert(kScanMaxN == kTile, "one state thread per tile step");
-
-__device__ inline float to_f(float x) { return x; }
-__device__ inline float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ inline float to_f(__half x) { return __half2float(x); }
-template <typename T>
-__device__ inline T from_f(float x);
-template <>
-__device__ inline float from_f<float>(float x) {
-  return x;
-}
-template <>
-__device__ inline __nv_bfloat16 from_f<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
-template <>
-__device__ inline __half from_f<__half>(float x) {
-  return __float2half_rn(x);
-}
 
 __device__ inline float ex2(float x) {  // 2^x, MUFU (relative error ~2^-22)
   float y;
@@ -113,11 +96,11 @@ __device__ inline Elem make_elem(const ScanFwdArgs& a, const Block& blk, int64_t
   e.ok = t < a.L && d < a.dim;
   if (e.ok) {
     e.i = (blk.b * a.L + t) * a.dim + d;
-    e.u = to_f(w.u);
-    e.raw = to_f(w.delta) + bias;
+    e.u = ld(w.u);
+    e.raw = ld(w.delta) + bias;
     e.dt = a.softplus ? softplus(e.raw) : e.raw;
-    e.z = to_f(w.z);
-    e.dy = to_f(w.dy);
+    e.z = ld(w.z);
+    e.dy = ld(w.dy);
   }
   return e;
 }
@@ -132,8 +115,8 @@ __device__ inline void stage_tile(const ScanFwdArgs& a, const Block& blk, int64_
   s_du[q * kTile + r] = e.dt * e.u;
   const int n = q;  // same thread: step r, state n
   if (blk.uniform) {
-    s_B[n * kRow + r] = to_f(w.b);
-    s_C[n * kRow + r] = to_f(w.c);
+    s_B[n * kRow + r] = ld(w.b);
+    s_C[n * kRow + r] = ld(w.c);
     return;
   }
   const int64_t t = t0 + r;
@@ -141,8 +124,8 @@ __device__ inline void stage_tile(const ScanFwdArgs& a, const Block& blk, int64_
   const int64_t row = (blk.b * a.L + t) * a.G * a.N + n;
   for (int s = 0; s < kCh; ++s) {
     const int64_t g = min(blk.d0 + s, a.dim - 1) / blk.per_group;
-    s_B[s * kBCSlot + n * kRow + r] = ok ? to_f(static_cast<const T*>(a.B)[row + g * a.N]) : 0.f;
-    s_C[s * kBCSlot + n * kRow + r] = ok ? to_f(static_cast<const T*>(a.C)[row + g * a.N]) : 0.f;
+    s_B[s * kBCSlot + n * kRow + r] = ok ? ld(static_cast<const T*>(a.B)[row + g * a.N]) : 0.f;
+    s_C[s * kBCSlot + n * kRow + r] = ok ? ld(static_cast<const T*>(a.C)[row + g * a.N]) : 0.f;
   }
 }
 

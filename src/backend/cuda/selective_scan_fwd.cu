@@ -48,7 +48,7 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(ScanFwdArgs a, int bc_slo
     if (e.ok) {
       float out = sum_states(s_y) + Dv * e.u;
       if (a.z) out *= e.z * sigmoid(e.z);
-      y[e.i] = from_f<T>(out);
+      y[e.i] = st<T>(out);
     }
   }
   if (live) a.hT[(blk.b * D + ds) * N + n] = h;
